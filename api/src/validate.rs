@@ -1,0 +1,278 @@
+//! Checks that serde cannot express: ranges, formats, uniqueness and fields that depend on
+//! each other. Each failure names the field by path (`pools[1].targets[0].weight`) so that a
+//! file loader can turn it into a line number and the controller into a condition message.
+
+use std::collections::HashSet;
+
+use crate::{AffinityKind, Pool, PoolsFile, Route};
+
+/// Largest weight a target may have, as in Gateway API.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// A field that failed validation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FieldError {
+    /// Path of the field, such as `pools[0].routes[1].host`.
+    pub path: String,
+    /// What is wrong with it, in words a user acts on.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+
+    fn within(mut self, parent: &str) -> Self {
+        self.path = format!("{parent}.{}", self.path);
+        self
+    }
+}
+
+impl PoolsFile {
+    /// Validates every pool and what pools must agree on: unique names and no route claimed
+    /// by two pools.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let mut names = HashSet::new();
+        let mut routes: HashSet<&Route> = HashSet::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            let at = format!("pools[{i}]");
+            pool.validate().map_err(|e| e.within(&at))?;
+            if !names.insert(pool.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("{at}.name"),
+                    format!("pool name {:?} is used twice", pool.name),
+                ));
+            }
+            for (j, route) in pool.routes.iter().enumerate() {
+                if !routes.insert(route) {
+                    return Err(FieldError::new(
+                        format!("{at}.routes[{j}]"),
+                        format!(
+                            "host {:?} with pathPrefix {:?} is already routed to another pool",
+                            route.host, route.path_prefix
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Pool {
+    /// Validates one pool on its own; paths are relative to the pool.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !is_name(&self.name) {
+            return Err(FieldError::new(
+                "name",
+                format!(
+                    "{:?} is not a valid name: use 1-63 lowercase letters, digits and '-', \
+                     starting and ending with a letter or digit",
+                    self.name
+                ),
+            ));
+        }
+        if self.routes.is_empty() {
+            return Err(FieldError::new("routes", "a pool needs at least one route"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            validate_host(&route.host).map_err(|m| FieldError::new(format!("routes[{i}].host"), m))?;
+            if !route.path_prefix.starts_with('/') {
+                return Err(FieldError::new(
+                    format!("routes[{i}].pathPrefix"),
+                    format!("{:?} must start with '/'", route.path_prefix),
+                ));
+            }
+            if route.path_prefix.contains(['?', '#', ' ']) {
+                return Err(FieldError::new(
+                    format!("routes[{i}].pathPrefix"),
+                    format!("{:?} must be a path without query, fragment or spaces", route.path_prefix),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            if target.weight > MAX_WEIGHT {
+                return Err(FieldError::new(
+                    format!("targets[{i}].weight"),
+                    format!("{} is above the maximum weight {MAX_WEIGHT}", target.weight),
+                ));
+            }
+            if target.address.port() == 0 {
+                return Err(FieldError::new(format!("targets[{i}].address"), "port 0 is not a valid target port"));
+            }
+            if !seen.insert(target.address) {
+                return Err(FieldError::new(
+                    format!("targets[{i}].address"),
+                    format!("{} is listed twice", target.address),
+                ));
+            }
+        }
+        if let Some(affinity) = &self.session_affinity {
+            match affinity.kind {
+                AffinityKind::Cookie => {
+                    if !is_token(affinity.cookie_name()) {
+                        return Err(FieldError::new(
+                            "sessionAffinity.cookieName",
+                            format!("{:?} is not a valid cookie name", affinity.cookie_name()),
+                        ));
+                    }
+                }
+                AffinityKind::Header => match affinity.header_name.as_deref() {
+                    None => {
+                        return Err(FieldError::new(
+                            "sessionAffinity.headerName",
+                            "is required when type is Header",
+                        ));
+                    }
+                    Some(h) if !is_token(h) => {
+                        return Err(FieldError::new(
+                            "sessionAffinity.headerName",
+                            format!("{h:?} is not a valid header name"),
+                        ));
+                    }
+                    Some(_) => {}
+                },
+                AffinityKind::ClientIp => {}
+            }
+            if affinity.kind != AffinityKind::Cookie
+                && (affinity.cookie_name.is_some() || affinity.ttl.is_some())
+            {
+                return Err(FieldError::new(
+                    "sessionAffinity",
+                    "cookieName and ttl apply only when type is Cookie",
+                ));
+            }
+            if affinity.kind != AffinityKind::Header && affinity.header_name.is_some() {
+                return Err(FieldError::new(
+                    "sessionAffinity.headerName",
+                    "applies only when type is Header",
+                ));
+            }
+        }
+        if self.timeouts.connect.get().is_zero() {
+            return Err(FieldError::new("timeouts.connect", "must be greater than 0"));
+        }
+        if self.timeouts.request.get().is_zero() {
+            return Err(FieldError::new("timeouts.request", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// A DNS label (RFC 1123), as Kubernetes names are.
+fn is_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// An RFC 9110 token: what header and cookie names are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+fn validate_host(host: &str) -> Result<(), String> {
+    if host == "*" {
+        return Ok(());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(valid_label) {
+        return Err(format!(
+            "{host:?} is not a host: use a lowercase DNS name (api.example.com), a wildcard \
+             (*.example.com) or *"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SessionAffinity, Target};
+
+    fn pool() -> Pool {
+        serde_json::from_str(r#"{"name":"web","targets":[{"address":"127.0.0.1:9001"}]}"#).unwrap()
+    }
+
+    fn err(p: &Pool) -> String {
+        p.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_plain_pool_is_valid() {
+        assert_eq!(pool().validate(), Ok(()));
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        let mut p = pool();
+        p.name = "Web_1".into();
+        assert!(err(&p).starts_with("name: \"Web_1\" is not a valid name"));
+    }
+
+    #[test]
+    fn hosts_are_exact_wildcard_or_any() {
+        let mut p = pool();
+        for ok in ["*", "api.example.com", "*.example.com", "localhost"] {
+            p.routes[0].host = ok.into();
+            assert_eq!(p.validate(), Ok(()), "{ok}");
+        }
+        for bad in ["API.example.com", "a.*.com", "*example.com", "", "exa mple.com"] {
+            p.routes[0].host = bad.into();
+            assert!(err(&p).starts_with("routes[0].host:"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_prefixes_start_with_a_slash() {
+        let mut p = pool();
+        p.routes[0].path_prefix = "api".into();
+        assert_eq!(err(&p), "routes[0].pathPrefix: \"api\" must start with '/'");
+    }
+
+    #[test]
+    fn weights_are_bounded_and_addresses_unique() {
+        let mut p = pool();
+        p.targets[0].weight = MAX_WEIGHT + 1;
+        assert!(err(&p).starts_with("targets[0].weight:"));
+        let mut p = pool();
+        p.targets.push(Target { address: "127.0.0.1:9001".parse().unwrap(), weight: 2 });
+        assert_eq!(err(&p), "targets[1].address: 127.0.0.1:9001 is listed twice");
+    }
+
+    #[test]
+    fn header_affinity_needs_a_header_name() {
+        let mut p = pool();
+        p.session_affinity = Some(SessionAffinity {
+            kind: AffinityKind::Header,
+            cookie_name: None,
+            header_name: None,
+            ttl: None,
+        });
+        assert_eq!(err(&p), "sessionAffinity.headerName: is required when type is Header");
+    }
+
+    #[test]
+    fn pools_need_unique_names_and_distinct_routes() {
+        let file = PoolsFile { pools: vec![pool(), pool()] };
+        assert_eq!(file.validate().unwrap_err().path, "pools[1].name");
+        let mut other = pool();
+        other.name = "other".into();
+        let file = PoolsFile { pools: vec![pool(), other] };
+        assert_eq!(file.validate().unwrap_err().path, "pools[1].routes[0]");
+    }
+}
