@@ -1,14 +1,27 @@
 //! Weir's data plane: a hyper load-balancing proxy.
 //!
-//! Start with [`run`]: it binds the proxy and admin listeners and serves until SIGTERM. Each
-//! request goes through [`proxy`]: [`router`] finds the pool, [`balance`] picks a target,
-//! [`headers`] rewrites the header block and the pooled [`upstream`] client forwards it.
-//! Configuration lives in [`state`], swapped atomically on every change so readers never lock;
-//! in standalone mode it comes from a pools file ([`config_file`], reloaded by [`reload`]).
-//! [`admin`] serves metrics, status and the target API.
+//! The binary (`main.rs`) parses [`settings::Args`], builds a [`state::State`] and runs
+//! [`server::serve`] beside the [`admin`] listener. Each request goes through
+//! [`proxy::serve`]: [`router`] finds the pool, [`balance`] picks a target, [`headers`]
+//! rewrites the header block and the pooled [`upstream`] client forwards it; every failure
+//! becomes one status in [`error`]. Configuration lives in [`state`], swapped atomically on
+//! every change so readers never lock; in standalone mode it comes from a pools file
+//! ([`config_file`], reloaded by [`reload`]). Counters are in [`stats`], exported by
+//! [`metrics`].
 
+pub mod admin;
 pub mod balance;
+pub mod body;
 pub mod config_file;
+pub mod error;
 pub mod hash;
 pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
 pub mod router;
+pub mod server;
+pub mod settings;
+pub mod state;
+pub mod stats;
+pub mod upstream;

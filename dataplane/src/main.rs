@@ -1,0 +1,81 @@
+//! `weir-dataplane`: see the library crate for the design, and `--help` for the flags.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use weir_api::PoolsFile;
+use weir_dataplane::settings::Args;
+use weir_dataplane::state::State;
+use weir_dataplane::{admin, config_file, reload, server};
+
+/// Exit code for invalid configuration (EX_CONFIG would be 78; linkerd and sysexits' EX_USAGE
+/// use 64 for bad input on the command line or in files named there).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers.max(1)).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir-dataplane: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, workers)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weir-dataplane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
+    let pools = match &args.pools {
+        Some(path) => match config_file::load(path) {
+            Ok(pools) => pools,
+            Err(e) => {
+                eprintln!("weir-dataplane: {e}");
+                return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+            }
+        },
+        None => PoolsFile::default(),
+    };
+    let pool_count = pools.pools.len();
+    let state = Arc::new(State::new(args.proxy.clone(), pools));
+    let proxy = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin).await.with_context(|| format!("cannot listen on {} (admin)", args.admin))?;
+    let (listen, admin_addr) = (proxy.local_addr()?, admin_listener.local_addr()?);
+    tokio::spawn(admin::run(admin_listener, state.clone()));
+    if let Some(path) = args.pools.clone() {
+        tokio::spawn(reload::watch(path, state.clone(), args.proxy.watch_interval.get()));
+    }
+    state.set_ready();
+    tracing::info!(%listen, admin = %admin_addr, workers, pools = pool_count, file = ?args.pools, "weir-dataplane serving");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let signalled = {
+        let state = state.clone();
+        async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            state.set_draining();
+        }
+    };
+    server::serve(proxy, state, signalled).await;
+    Ok(ExitCode::SUCCESS)
+}

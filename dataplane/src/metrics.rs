@@ -1,0 +1,126 @@
+//! `/metrics`: a Prometheus collector that reads the request path's atomics at scrape time.
+//!
+//! prometheus-client's own metric families hash their label set on every update; the
+//! request path here only bumps atomics it already holds, and labels are written once per
+//! scrape from the current snapshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::balance::Load;
+use crate::state::State;
+use crate::stats::STATUS_CLASSES;
+
+/// A Prometheus registry holding Weir's collector.
+pub fn registry(state: Arc<State>) -> Registry {
+    let mut registry = Registry::with_prefix("weir");
+    registry.register_collector(Box::new(WeirCollector(state)));
+    registry
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct WeirCollector(Arc<State>);
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl Collector for WeirCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let state = &self.0;
+        let snapshot = state.snapshot.load();
+        let l = &state.listener;
+
+        let mut m = e.encode_descriptor("downstream_connections", "Downstream connections accepted.", None, MetricType::Counter)?;
+        m.encode_counter::<NoLabelSet, _, u64>(&load(&l.connections), None)?;
+        let mut m = e.encode_descriptor("downstream_active_connections", "Downstream connections open.", None, MetricType::Gauge)?;
+        m.encode_gauge(&load(&l.active_connections))?;
+        let mut m = e.encode_descriptor("unrouted_requests", "Requests no route matched (404).", None, MetricType::Counter)?;
+        m.encode_counter::<NoLabelSet, _, u64>(&load(&l.unrouted), None)?;
+        let mut m = e.encode_descriptor("rejected_requests", "Requests refused before routing (400, 405, 413, 414).", None, MetricType::Counter)?;
+        m.encode_counter::<NoLabelSet, _, u64>(&load(&l.rejected), None)?;
+        let mut m = e.encode_descriptor("config_reloads", "Pools-file reloads by result.", None, MetricType::Counter)?;
+        m.encode_family(&[("result", "success")])?.encode_counter::<NoLabelSet, _, u64>(&load(&l.reloads), None)?;
+        m.encode_family(&[("result", "failure")])?.encode_counter::<NoLabelSet, _, u64>(&load(&l.reload_failures), None)?;
+        let mut m = e.encode_descriptor("config_generation", "Configurations applied since start.", None, MetricType::Gauge)?;
+        m.encode_gauge(&snapshot.generation)?;
+        let mut m = e.encode_descriptor("process_resident_memory", "Resident set size.", Some(&Unit::Bytes), MetricType::Gauge)?;
+        m.encode_gauge(&crate::stats::rss_bytes().unwrap_or(0))?;
+
+        let mut m = e.encode_descriptor("pool_requests", "Requests routed to each pool.", None, MetricType::Counter)?;
+        for p in &snapshot.pools {
+            m.encode_family(&[("pool", p.config.name.as_str())])?.encode_counter::<NoLabelSet, _, u64>(&load(&p.stats.requests), None)?;
+        }
+        let mut m = e.encode_descriptor("pool_proxy_errors", "Answers made by the proxy itself, by status.", None, MetricType::Counter)?;
+        for p in &snapshot.pools {
+            let errors = &p.stats.proxy_errors;
+            for (status, n) in [("4xx", &errors.client), ("502", &errors.bad_gateway), ("503", &errors.unavailable), ("504", &errors.timeout)] {
+                m.encode_family(&[("pool", p.config.name.as_str()), ("status", status)])?.encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "request_duration",
+            "Time from a request's arrival to its response head.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for p in &snapshot.pools {
+            let (sum, count, buckets) = p.stats.latency.snapshot();
+            m.encode_family(&[("pool", p.config.name.as_str())])?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+
+        let targets: Vec<_> = snapshot
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.targets.iter().enumerate().map(move |(i, t)| {
+                    (p, i, t, [("pool", p.config.name.clone()), ("target", t.stats.address.to_string())])
+                })
+            })
+            .collect();
+        let mut m = e.encode_descriptor("target_responses", "Responses from each target, by status class.", None, MetricType::Counter)?;
+        for (_, _, t, labels) in &targets {
+            for (class, n) in STATUS_CLASSES.iter().zip(&t.stats.responses) {
+                let labels = [labels[0].clone(), labels[1].clone(), ("class", (*class).to_owned())];
+                m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+            }
+        }
+        type Read = fn(&crate::state::TargetState) -> u64;
+        let per_target: [(&str, &str, MetricType, Read); 7] = [
+            ("target_requests", "Requests sent to each target.", MetricType::Counter, |t| load(&t.stats.requests)),
+            ("target_failures", "Requests a target failed without a response (refused, reset, timeout).", MetricType::Counter, |t| load(&t.stats.failures)),
+            ("target_active_requests", "Requests in flight to each target.", MetricType::Gauge, |t| load(&t.stats.active_requests)),
+            ("target_active_connections", "Open connections to each target.", MetricType::Gauge, |t| load(&t.stats.active_connections)),
+            ("target_weight", "Configured weight of each target.", MetricType::Gauge, |t| u64::from(t.weight)),
+            ("target_bytes_sent", "Request body bytes sent to each target.", MetricType::Counter, |t| load(&t.stats.bytes_sent)),
+            ("target_bytes_received", "Response body bytes received from each target.", MetricType::Counter, |t| load(&t.stats.bytes_received)),
+        ];
+        for (name, help, kind, read) in per_target {
+            let mut m = e.encode_descriptor(name, help, None, kind.clone())?;
+            for (_, _, t, labels) in &targets {
+                let mut f = m.encode_family(labels)?;
+                match kind {
+                    MetricType::Counter => f.encode_counter::<NoLabelSet, _, u64>(&read(t), None)?,
+                    _ => f.encode_gauge(&read(t))?,
+                }
+            }
+        }
+        let mut m = e.encode_descriptor("target_usable", "1 when a target may take requests, 0 when drained.", None, MetricType::Gauge)?;
+        for (p, i, _, labels) in &targets {
+            m.encode_family(labels)?.encode_gauge(&u64::from(p.usable(*i)))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! The proxy listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one socket, upgrades
+//! passed through, and a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::proxy;
+use crate::settings::ProxySettings;
+use crate::state::State;
+
+/// Smallest read buffer hyper accepts.
+const MIN_BUF: usize = 8192;
+
+/// Serves proxied traffic from `listener` until `shutdown` completes, then stops accepting and
+/// lets in-flight requests finish for up to the drain timeout: idle keep-alive connections
+/// close, busy HTTP/1.1 ones close after their current response, HTTP/2 ones get GOAWAY.
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let builder = connection_builder(&state.settings);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning, and keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_state = state.clone();
+        let service = service_fn(move |req| {
+            let state = conn_state.clone();
+            async move { Ok::<_, Infallible>(proxy::serve(&state, req, peer).await) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        state.listener.connections.fetch_add(1, Ordering::Relaxed);
+        state.listener.active_connections.fetch_add(1, Ordering::Relaxed);
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+            }
+            state.listener.active_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    let drain = state.settings.drain_timeout.get();
+    tracing::info!(open_connections = open, timeout = ?drain, "draining");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!(
+            open_connections = state.listener.active_connections.load(Ordering::Relaxed),
+            "drain timeout reached; closing the remaining connections"
+        ),
+    }
+}
+
+/// One builder for every connection: limits and timeouts from the settings.
+fn connection_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper only enforces the header read timeout when it has a timer.
+        .header_read_timeout(settings.header_read_timeout.get())
+        .max_buf_size(settings.max_header_bytes.max(MIN_BUF))
+        .max_headers(settings.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}

@@ -1,0 +1,88 @@
+//! The data plane's command line: one documented struct, parsed by clap, also read from
+//! `WEIR_*` environment variables so a container can be configured either way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use weir_api::Duration;
+
+/// Weir's data plane: a load-balancing HTTP proxy.
+///
+/// Standalone, it serves the pools of a YAML file (`--pools`), reloads it when it changes or
+/// on SIGHUP, and takes target changes on its admin API.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "weir-dataplane", version, about, long_about = None)]
+pub struct Args {
+    /// Pools file to serve (standalone mode).
+    #[arg(long, env = "WEIR_POOLS", value_name = "FILE")]
+    pub pools: Option<PathBuf>,
+    /// Address the proxy listens on.
+    #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin listener (metrics, status, readiness, target API). Keep it private.
+    #[arg(long, env = "WEIR_ADMIN", default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// Runtime worker threads; default: one per core.
+    #[arg(long, env = "WEIR_WORKERS")]
+    pub workers: Option<usize>,
+    /// Listener limits and behaviour.
+    #[command(flatten)]
+    pub proxy: ProxySettings,
+}
+
+/// Listener-level limits and behaviour, the same for every pool.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProxySettings {
+    /// How many proxies in front of Weir are trusted to append to X-Forwarded-For; with 0,
+    /// forwarding headers sent by clients are replaced.
+    #[arg(long, env = "WEIR_TRUSTED_HOPS", default_value_t = 0)]
+    pub trusted_hops: usize,
+    /// Time a client has to send a request's header block; slower clients are disconnected.
+    #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Largest request header block, in bytes; larger ones are answered 431.
+    #[arg(long, env = "WEIR_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most request header fields; more are answered 431.
+    #[arg(long, env = "WEIR_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// Longest request target (path and query), in bytes; longer ones are answered 414.
+    #[arg(long, env = "WEIR_MAX_URI_BYTES", default_value_t = 8 * 1024)]
+    pub max_uri_bytes: usize,
+    /// Largest request body, in bytes; larger ones are answered 413.
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish before connections close.
+    #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s")]
+    pub drain_timeout: Duration,
+    /// How often the pools file is checked for changes.
+    #[arg(long, env = "WEIR_WATCH_INTERVAL", default_value = "500ms")]
+    pub watch_interval: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Args::parse_from(["weir-dataplane"]).proxy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let a = Args::parse_from(["weir-dataplane"]);
+        assert_eq!(a.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(a.admin, "127.0.0.1:9901".parse().unwrap());
+        assert_eq!(a.proxy.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(ProxySettings::default().max_uri_bytes, 8192);
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_with_its_flag() {
+        let e = Args::try_parse_from(["weir-dataplane", "--drain-timeout", "5"]).unwrap_err().to_string();
+        assert!(e.contains("--drain-timeout") && e.contains("unit"), "{e}");
+    }
+}

@@ -1,0 +1,357 @@
+//! The running configuration: compiled from pools, swapped atomically, read lock-free.
+//!
+//! A [`Snapshot`] is immutable; every change (a reload, an admin call, later a push from the
+//! controller) builds a new one and swaps it in, so a request sees one consistent
+//! configuration from routing to response. Counters and upstream clients live in the
+//! [`Registry`] and carry over from one snapshot to the next.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use http::header::HeaderName;
+use http::uri::Authority;
+use weir_api::{AffinityKind, Pool, PoolsFile, Target};
+
+use crate::balance::{Balancer, Load, Maglev, Weighted};
+use crate::hash::stable_hash;
+use crate::router::Router;
+use crate::settings::ProxySettings;
+use crate::stats::{ListenerStats, PoolStats, TargetStats};
+use crate::upstream::{ClientSettings, Upstream};
+
+/// Seed of the cookie-id hash; part of the cookie format, never to change.
+const COOKIE_SEED: u64 = 0x7765_6972;
+
+/// Everything the proxy and admin listeners share.
+#[derive(Debug)]
+pub struct State {
+    /// The configuration requests are served with.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Counters and clients that outlive snapshots.
+    pub registry: Registry,
+    /// Process-wide counters.
+    pub listener: ListenerStats,
+    /// Listener-level limits and behaviour.
+    pub settings: ProxySettings,
+    /// When the process started.
+    pub started: Instant,
+    /// The pools the snapshot was built from, with admin changes applied; changes are made
+    /// under this lock so two of them cannot lose each other's edit.
+    desired: Mutex<PoolsFile>,
+    /// Set once the first configuration is in place (`/ready`).
+    ready: std::sync::atomic::AtomicBool,
+    /// Set on SIGTERM, so `/ready` fails and load balancers in front stop sending.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// One immutable, compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Routes to indexes into `pools`.
+    pub router: Router<usize>,
+    /// The pools.
+    pub pools: Vec<PoolState>,
+    /// Counts configurations applied since start.
+    pub generation: u64,
+}
+
+/// A pool, compiled.
+#[derive(Debug)]
+pub struct PoolState {
+    /// The pool as configured.
+    pub config: Pool,
+    /// Its targets, in configuration order.
+    pub targets: Vec<TargetState>,
+    /// The selector.
+    pub balancer: Balancer,
+    /// Session affinity, compiled.
+    pub affinity: Affinity,
+    /// The pooled client to the targets.
+    pub upstream: Upstream,
+    /// Counters of the pool.
+    pub stats: Arc<PoolStats>,
+}
+
+/// A target, compiled.
+#[derive(Debug)]
+pub struct TargetState {
+    /// Share of traffic; 0 drains.
+    pub weight: u32,
+    /// The address as a URI authority, ready for the upstream request.
+    pub authority: Authority,
+    /// `Set-Cookie` value that pins a client to this target, for cookie affinity.
+    pub set_cookie: Option<HeaderValue>,
+    /// Counters of the target.
+    pub stats: Arc<TargetStats>,
+}
+
+/// Session affinity, compiled for the request path.
+#[derive(Debug)]
+pub enum Affinity {
+    /// None: the balancer decides every request.
+    None,
+    /// The named cookie's value is a target id.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Target index by cookie value.
+        by_id: HashMap<u64, usize>,
+    },
+    /// The named header's value is hashed to a target.
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// Hash table over the targets.
+        table: Maglev,
+    },
+    /// The client's IP is hashed to a target.
+    ClientIp {
+        /// Hash table over the targets.
+        table: Maglev,
+    },
+}
+
+/// Counters and clients by name, carried across snapshots.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pools: Mutex<HashMap<String, PoolParts>>,
+    generation: AtomicU64,
+}
+
+#[derive(Debug)]
+struct PoolParts {
+    stats: Arc<PoolStats>,
+    upstream: Upstream,
+    targets: HashMap<SocketAddr, Arc<TargetStats>>,
+}
+
+/// Why an admin change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No pool has that name.
+    #[error("no pool named {0:?}")]
+    NoSuchPool(String),
+    /// The pool has no target at that address.
+    #[error("pool {pool:?} has no target {address}")]
+    NoSuchTarget {
+        /// The pool.
+        pool: String,
+        /// The address.
+        address: SocketAddr,
+    },
+    /// The pool already has a target at that address.
+    #[error("pool {pool:?} already has target {address}")]
+    TargetExists {
+        /// The pool.
+        pool: String,
+        /// The address.
+        address: SocketAddr,
+    },
+    /// The change would make the pool invalid.
+    #[error("{0}")]
+    Invalid(#[from] weir_api::FieldError),
+}
+
+impl State {
+    /// A state serving `pools` (already validated).
+    pub fn new(settings: ProxySettings, pools: PoolsFile) -> Self {
+        let registry = Registry::default();
+        let snapshot = registry.build(&pools);
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            listener: ListenerStats::default(),
+            settings,
+            started: Instant::now(),
+            desired: Mutex::new(pools),
+            ready: false.into(),
+            draining: false.into(),
+        }
+    }
+
+    /// Replaces the whole configuration with `pools` (already validated).
+    pub fn apply(&self, pools: PoolsFile) {
+        let mut desired = self.desired();
+        self.snapshot.store(Arc::new(self.registry.build(&pools)));
+        *desired = pools;
+    }
+
+    /// Marks the data plane ready to take traffic.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether a configuration is in place and the process is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    /// Marks the process as draining: still serving, but asking to be taken out of rotation.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether SIGTERM has been received.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// The pools in force, admin changes included.
+    pub fn pools(&self) -> PoolsFile {
+        self.desired().clone()
+    }
+
+    /// Adds `target` to `pool`.
+    pub fn add_target(&self, pool: &str, target: Target) -> Result<(), ChangeError> {
+        self.change_pool(pool, |p| {
+            if p.targets.iter().any(|t| t.address == target.address) {
+                return Err(ChangeError::TargetExists { pool: p.name.clone(), address: target.address });
+            }
+            p.targets.push(target);
+            Ok(())
+        })
+    }
+
+    /// Removes the target at `address` from `pool`.
+    pub fn remove_target(&self, pool: &str, address: SocketAddr) -> Result<(), ChangeError> {
+        self.change_pool(pool, |p| {
+            let before = p.targets.len();
+            p.targets.retain(|t| t.address != address);
+            if p.targets.len() == before {
+                return Err(ChangeError::NoSuchTarget { pool: p.name.clone(), address });
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets the weight of the target at `address` in `pool`.
+    pub fn set_weight(&self, pool: &str, address: SocketAddr, weight: u32) -> Result<(), ChangeError> {
+        self.change_pool(pool, |p| {
+            let name = p.name.clone();
+            let t = p.targets.iter_mut().find(|t| t.address == address).ok_or(ChangeError::NoSuchTarget { pool: name, address })?;
+            t.weight = weight;
+            Ok(())
+        })
+    }
+
+    fn change_pool(&self, name: &str, change: impl FnOnce(&mut Pool) -> Result<(), ChangeError>) -> Result<(), ChangeError> {
+        let mut desired = self.desired();
+        let mut next = desired.clone();
+        let pool = next.pools.iter_mut().find(|p| p.name == name).ok_or_else(|| ChangeError::NoSuchPool(name.to_owned()))?;
+        change(pool)?;
+        next.validate()?;
+        self.snapshot.store(Arc::new(self.registry.build(&next)));
+        *desired = next;
+        Ok(())
+    }
+
+    fn desired(&self) -> MutexGuard<'_, PoolsFile> {
+        self.desired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Registry {
+    /// Compiles `pools` into a snapshot, reusing the counters and clients of pools and
+    /// targets that stay, and forgetting those that went.
+    pub fn build(&self, pools: &PoolsFile) -> Snapshot {
+        let mut parts = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        parts.retain(|name, _| pools.pools.iter().any(|p| &p.name == name));
+        let compiled: Vec<PoolState> = pools.pools.iter().map(|pool| compile(pool, &mut parts)).collect();
+        let router = Router::new(
+            compiled
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| p.config.routes.iter().map(move |r| (r.host.as_str(), r.path_prefix.as_str(), i))),
+        );
+        Snapshot { router, pools: compiled, generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1 }
+    }
+}
+
+fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
+    let settings = ClientSettings::of(pool);
+    let part = parts.entry(pool.name.clone()).or_insert_with(|| PoolParts {
+        stats: Arc::default(),
+        upstream: Upstream::new(settings.clone()),
+        targets: HashMap::new(),
+    });
+    if part.upstream.settings != settings {
+        // New client settings take a new client; the old one's connections close as their
+        // in-flight requests finish. Connection counters carry over through the connector.
+        part.upstream = part.upstream.rebuilt(settings);
+    }
+    let addresses: Vec<SocketAddr> = pool.targets.iter().map(|t| t.address).collect();
+    part.targets.retain(|addr, _| addresses.contains(addr));
+    part.upstream.connector.forget_except(&addresses);
+    let cookie = pool.session_affinity.as_ref().filter(|a| a.kind == AffinityKind::Cookie);
+    let targets: Vec<TargetState> = pool
+        .targets
+        .iter()
+        .map(|t| {
+            let connector = &part.upstream.connector;
+            let stats = part
+                .targets
+                .entry(t.address)
+                .or_insert_with(|| Arc::new(TargetStats::new(t.address, connector.counter(t.address))))
+                .clone();
+            TargetState {
+                weight: t.weight,
+                authority: Authority::try_from(t.address.to_string()).expect("a socket address is an authority"),
+                set_cookie: cookie.map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
+                stats,
+            }
+        })
+        .collect();
+    let ids: Vec<String> = pool.targets.iter().map(|t| t.address.to_string()).collect();
+    let weighted: Vec<Weighted<'_>> = ids.iter().zip(&pool.targets).map(|(id, t)| Weighted { id, weight: t.weight }).collect();
+    let affinity = match &pool.session_affinity {
+        None => Affinity::None,
+        Some(a) => match a.kind {
+            AffinityKind::Cookie => Affinity::Cookie {
+                name: a.cookie_name().to_owned(),
+                by_id: pool.targets.iter().enumerate().map(|(i, t)| (cookie_id(t.address), i)).collect(),
+            },
+            AffinityKind::Header => Affinity::Header {
+                name: HeaderName::try_from(a.header_name.as_deref().unwrap_or_default()).expect("validated header name"),
+                table: Maglev::new(&weighted),
+            },
+            AffinityKind::ClientIp => Affinity::ClientIp { table: Maglev::new(&weighted) },
+        },
+    };
+    PoolState {
+        config: pool.clone(),
+        balancer: Balancer::new(pool.algorithm, &weighted),
+        affinity,
+        targets,
+        upstream: part.upstream.clone(),
+        stats: part.stats.clone(),
+    }
+}
+
+/// The cookie value naming a target: a stable hash of its address, so that every data-plane
+/// replica, and every restart, reads a cookie the same way.
+pub fn cookie_id(address: SocketAddr) -> u64 {
+    stable_hash(address.to_string().as_bytes(), COOKIE_SEED)
+}
+
+fn set_cookie(name: &str, id: u64, ttl: Option<weir_api::Duration>) -> HeaderValue {
+    let mut v = format!("{name}={id:016x}; Path=/; HttpOnly; SameSite=Lax");
+    if let Some(ttl) = ttl {
+        v.push_str(&format!("; Max-Age={}", ttl.get().as_secs()));
+    }
+    HeaderValue::try_from(v).expect("validated cookie name and hex value")
+}
+
+impl Load for PoolState {
+    fn active(&self, i: usize) -> u64 {
+        self.targets[i].stats.active_requests.load(Ordering::Relaxed)
+    }
+
+    fn usable(&self, i: usize) -> bool {
+        self.targets[i].weight > 0
+    }
+}
