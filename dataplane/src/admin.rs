@@ -56,12 +56,18 @@ pub async fn run(listener: TcpListener, state: Arc<State>) {
                 let (state, registry) = (state.clone(), registry.clone());
                 async move { Ok::<_, Infallible>(handle(&state, &registry, req).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
-async fn handle(state: &State, registry: &Registry, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    state: &State,
+    registry: &Registry,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
@@ -69,7 +75,9 @@ async fn handle(state: &State, registry: &Registry, req: Request<Incoming>) -> R
             let mut r = text(StatusCode::OK, crate::metrics::render(registry));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }
@@ -84,13 +92,21 @@ async fn handle(state: &State, registry: &Registry, req: Request<Incoming>) -> R
                 text(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet\n")
             }
         }
-        (&Method::GET, ["pools"]) => json_response(StatusCode::OK, &serde_json::to_value(state.pools()).unwrap_or_default()),
+        (&Method::GET, ["pools"]) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(state.pools()).unwrap_or_default(),
+        ),
         (&Method::POST, ["pools", pool, "targets"]) => {
             let pool = (*pool).to_owned();
             match read_json::<Target>(req).await {
                 Ok(target) => {
                     let address = target.address;
-                    changed(state.add_target(&pool, target), StatusCode::CREATED, &pool, address)
+                    changed(
+                        state.add_target(&pool, target),
+                        StatusCode::CREATED,
+                        &pool,
+                        address,
+                    )
                 }
                 Err(r) => r,
             }
@@ -102,32 +118,60 @@ async fn handle(state: &State, registry: &Registry, req: Request<Incoming>) -> R
                 weight: u32,
             }
             let (pool, address) = ((*pool).to_owned(), parse_address(address));
-            let Ok(address) = address else { return address.unwrap_err() };
+            let address = match address {
+                Ok(a) => a,
+                Err(r) => return *r,
+            };
             match read_json::<Weight>(req).await {
-                Ok(w) => changed(state.set_weight(&pool, address, w.weight), StatusCode::OK, &pool, address),
+                Ok(w) => changed(
+                    state.set_weight(&pool, address, w.weight),
+                    StatusCode::OK,
+                    &pool,
+                    address,
+                ),
                 Err(r) => r,
             }
         }
         (&Method::DELETE, ["pools", pool, "targets", address]) => match parse_address(address) {
-            Ok(address) => changed(state.remove_target(pool, address), StatusCode::NO_CONTENT, pool, address),
-            Err(r) => r,
+            Ok(address) => changed(
+                state.remove_target(pool, address),
+                StatusCode::NO_CONTENT,
+                pool,
+                address,
+            ),
+            Err(r) => *r,
         },
-        (_, ["metrics" | "status" | "live" | "ready" | "pools"]) | (_, ["pools", _, "targets", ..]) => {
+        (_, ["metrics" | "status" | "live" | "ready" | "pools"])
+        | (_, ["pools", _, "targets", ..]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: see /status, /metrics, /ready, /live, /pools\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: see /status, /metrics, /ready, /live, /pools\n",
+        ),
     }
 }
 
-fn changed(result: Result<(), ChangeError>, ok: StatusCode, pool: &str, address: SocketAddr) -> Response<ResponseBody> {
+fn changed(
+    result: Result<(), ChangeError>,
+    ok: StatusCode,
+    pool: &str,
+    address: SocketAddr,
+) -> Response<ResponseBody> {
     match result {
         Ok(()) => {
             tracing::info!(pool, %address, "target changed through the admin API; the next pools-file reload replaces it");
-            if ok == StatusCode::NO_CONTENT { text(ok, "") } else { json_response(ok, &json!({"pool": pool, "address": address})) }
+            if ok == StatusCode::NO_CONTENT {
+                text(ok, "")
+            } else {
+                json_response(ok, &json!({"pool": pool, "address": address}))
+            }
         }
         Err(e) => {
             let status = match e {
-                ChangeError::NoSuchPool(_) | ChangeError::NoSuchTarget { .. } => StatusCode::NOT_FOUND,
+                ChangeError::NoSuchPool(_) | ChangeError::NoSuchTarget { .. } => {
+                    StatusCode::NOT_FOUND
+                }
                 ChangeError::TargetExists { .. } => StatusCode::CONFLICT,
                 ChangeError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
@@ -136,22 +180,42 @@ fn changed(result: Result<(), ChangeError>, ok: StatusCode, pool: &str, address:
     }
 }
 
-fn parse_address(s: &str) -> Result<SocketAddr, Response<ResponseBody>> {
+fn parse_address(s: &str) -> Result<SocketAddr, Box<Response<ResponseBody>>> {
     // IPv6 addresses arrive percent-encoded in a path segment: [::1]:80 as %5B::1%5D:80.
-    let decoded = s.replace("%5B", "[").replace("%5b", "[").replace("%5D", "]").replace("%5d", "]").replace("%3A", ":").replace("%3a", ":");
-    decoded
-        .parse()
-        .map_err(|_| json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("{decoded:?} is not an ip:port address")})))
+    let decoded = s
+        .replace("%5B", "[")
+        .replace("%5b", "[")
+        .replace("%5D", "]")
+        .replace("%5d", "]")
+        .replace("%3A", ":")
+        .replace("%3a", ":");
+    decoded.parse().map_err(|_| {
+        Box::new(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("{decoded:?} is not an ip:port address")}),
+        ))
+    })
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<ResponseBody>> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Response<ResponseBody>> {
     let body = Limited::new(req.into_body(), MAX_ADMIN_BODY)
         .collect()
         .await
-        .map_err(|e| json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("cannot read body: {e}")})))?
+        .map_err(|e| {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": format!("cannot read body: {e}")}),
+            )
+        })?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("invalid JSON body: {e}")})))
+    serde_json::from_slice(&body).map_err(|e| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("invalid JSON body: {e}")}),
+        )
+    })
 }
 
 /// The `/status` document.
@@ -164,7 +228,8 @@ pub fn status(state: &State) -> Value {
         .iter()
         .map(|p| {
             let errors = &p.stats.proxy_errors;
-            let proxy_5xx = load(&errors.bad_gateway) + load(&errors.unavailable) + load(&errors.timeout);
+            let proxy_5xx =
+                load(&errors.bad_gateway) + load(&errors.unavailable) + load(&errors.timeout);
             let mut target_5xx = 0;
             let targets: Vec<Value> = p
                 .targets
@@ -173,8 +238,11 @@ pub fn status(state: &State) -> Value {
                 .map(|(i, t)| {
                     let s = &t.stats;
                     target_5xx += load(&s.responses[4]);
-                    let responses: serde_json::Map<String, Value> =
-                        STATUS_CLASSES.iter().zip(&s.responses).map(|(c, n)| ((*c).to_owned(), load(n).into())).collect();
+                    let responses: serde_json::Map<String, Value> = STATUS_CLASSES
+                        .iter()
+                        .zip(&s.responses)
+                        .map(|(c, n)| ((*c).to_owned(), load(n).into()))
+                        .collect();
                     json!({
                         "address": s.address,
                         "weight": t.weight,
@@ -229,13 +297,20 @@ pub fn status(state: &State) -> Value {
 
 /// Share of requests not answered 5xx; 1 when there were none.
 fn success_rate(total: u64, failed: u64) -> f64 {
-    if total == 0 { 1.0 } else { (total.saturating_sub(failed)) as f64 / total as f64 }
+    if total == 0 {
+        1.0
+    } else {
+        (total.saturating_sub(failed)) as f64 / total as f64
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -244,7 +319,10 @@ fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     body.push(b'\n');
     let mut r = Response::new(ResponseBody::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -260,7 +338,10 @@ mod tests {
 
     #[test]
     fn ipv6_targets_can_be_named_in_a_path() {
-        assert_eq!(parse_address("%5B::1%5D:9001").unwrap(), "[::1]:9001".parse().unwrap());
+        assert_eq!(
+            parse_address("%5B::1%5D:9001").unwrap(),
+            "[::1]:9001".parse().unwrap()
+        );
         assert!(parse_address("nope").is_err());
     }
 }

@@ -96,7 +96,10 @@ pub(crate) mod testing {
 
     impl Idle {
         pub fn new(n: usize) -> Self {
-            Self { down: vec![], active: RefCell::new(vec![0; n]) }
+            Self {
+                down: vec![],
+                active: RefCell::new(vec![0; n]),
+            }
         }
     }
 
@@ -110,18 +113,31 @@ pub(crate) mod testing {
     }
 
     pub fn weighted(weights: &[u32]) -> Vec<(String, u32)> {
-        weights.iter().enumerate().map(|(i, w)| (format!("10.0.0.{i}:80"), *w)).collect()
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("10.0.0.{i}:80"), *w))
+            .collect()
     }
 
     pub fn views(t: &[(String, u32)]) -> Vec<Weighted<'_>> {
-        t.iter().map(|(id, weight)| Weighted { id, weight: *weight }).collect()
+        t.iter()
+            .map(|(id, weight)| Weighted {
+                id,
+                weight: *weight,
+            })
+            .collect()
     }
 
     /// Picks `n` times and returns each target's share.
     pub fn shares<P: Pick>(p: &P, load: &Idle, targets: usize, n: usize) -> Vec<f64> {
         let mut counts = vec![0usize; targets];
         for k in 0..n {
-            let i = p.pick(load, || super::super::hash::stable_hash(&k.to_le_bytes(), 7)).unwrap();
+            let i = p
+                .pick(load, || {
+                    super::super::hash::stable_hash(&k.to_le_bytes(), 7)
+                })
+                .unwrap();
             counts[i] += 1;
         }
         counts.iter().map(|c| *c as f64 / n as f64).collect()
@@ -132,7 +148,10 @@ pub(crate) mod testing {
         let total: u32 = weights.iter().sum();
         for (w, s) in weights.iter().zip(shares) {
             let want = f64::from(*w) / f64::from(total);
-            assert!((s - want).abs() < 0.01, "share {s:.4} for weight {w}, want {want:.4} ({shares:?})");
+            assert!(
+                (s - want).abs() < 0.01,
+                "share {s:.4} for weight {w}, want {want:.4} ({shares:?})"
+            );
         }
     }
 }

@@ -46,7 +46,12 @@ pub enum ResponseBody {
 impl RequestBody {
     /// Wraps `inner`, counting into `target` and allowing at most `limit` bytes.
     pub fn new(inner: Incoming, target: Arc<TargetStats>, limit: u64) -> Self {
-        Self { inner, target, remaining: limit, limit }
+        Self {
+            inner,
+            target,
+            remaining: limit,
+            limit,
+        }
     }
 }
 
@@ -54,14 +59,19 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: this.limit,
+                        }))));
                     }
                     this.remaining -= len;
                     this.target.bytes_sent.fetch_add(len, Ordering::Relaxed);
@@ -98,13 +108,19 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Upstream { inner, in_flight } => {
                 let polled = Pin::new(inner).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
                     if let Some(data) = frame.data_ref() {
-                        in_flight.target().bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        in_flight
+                            .target()
+                            .bytes_received
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
                 }
                 polled

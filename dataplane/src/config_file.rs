@@ -57,13 +57,21 @@ impl fmt::Display for Located<'_> {
 
 /// Reads and validates the pools file at `path`.
 pub fn load(path: &Path) -> Result<PoolsFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse(path, &text)
 }
 
 /// Parses and validates pools-file text; `path` only names the file in errors.
 pub fn parse(path: &Path, text: &str) -> Result<PoolsFile, ConfigError> {
-    let invalid = |line, field: String, message: String| ConfigError::Invalid { path: path.to_owned(), line, field, message };
+    let invalid = |line, field: String, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        field,
+        message,
+    };
     if text.trim().is_empty() {
         return Ok(PoolsFile::default());
     }
@@ -81,7 +89,8 @@ pub fn parse(path: &Path, text: &str) -> Result<PoolsFile, ConfigError> {
         };
         invalid(line, field, message)
     })?;
-    file.validate().map_err(|e| invalid(line_of(text, &e.path), e.path, e.message))?;
+    file.validate()
+        .map_err(|e| invalid(line_of(text, &e.path), e.path, e.message))?;
     Ok(file)
 }
 
@@ -112,7 +121,11 @@ impl LineIndex {
             None => String::new(),
             Some(Frame::Map { path, key }) => {
                 let key = key.as_deref().unwrap_or("");
-                if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+                if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                }
             }
             Some(Frame::Seq { path, index }) => format!("{path}[{index}]"),
         }
@@ -132,7 +145,10 @@ impl MarkedEventReceiver for LineIndex {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    key: key @ None, ..
+                }) = self.stack.last_mut()
+                {
                     *key = Some(value);
                     return;
                 }
@@ -164,7 +180,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        parse(Path::new("pools.yaml"), text).unwrap_err().to_string()
+        parse(Path::new("pools.yaml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     const GOOD: &str = "\
@@ -182,28 +200,44 @@ pools:
     fn the_documented_example_parses() {
         let file = parse(Path::new("pools.yaml"), GOOD).unwrap();
         assert_eq!(file.pools[0].targets[0].weight, 3);
-        assert_eq!(file.pools[0].session_affinity.as_ref().unwrap().cookie_name(), "weir-session");
+        assert_eq!(
+            file.pools[0]
+                .session_affinity
+                .as_ref()
+                .unwrap()
+                .cookie_name(),
+            "weir-session"
+        );
     }
 
     #[test]
     fn a_wrong_type_names_line_and_field() {
         let text = GOOD.replace("weight: 1 }", "weight: heavy }");
         let e = err(&text);
-        assert!(e.starts_with("pools.yaml:8: field pools[0].targets[1].weight: invalid type"), "{e}");
+        assert!(
+            e.starts_with("pools.yaml:8: field pools[0].targets[1].weight: invalid type"),
+            "{e}"
+        );
     }
 
     #[test]
     fn an_unknown_field_names_line_and_field() {
         let text = GOOD.replace("algorithm:", "algoritm:");
         let e = err(&text);
-        assert!(e.starts_with("pools.yaml:4: field pools[0]: unknown field `algoritm`"), "{e}");
+        assert!(
+            e.starts_with("pools.yaml:4: field pools[0]: unknown field `algoritm`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_bad_address_names_its_line() {
         let text = GOOD.replace("127.0.0.1:9002", "localhost:9002");
         let e = err(&text);
-        assert!(e.starts_with("pools.yaml:8: field pools[0].targets[1].address: invalid"), "{e}");
+        assert!(
+            e.starts_with("pools.yaml:8: field pools[0].targets[1].address: invalid"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -214,7 +248,10 @@ pools:
             "pools.yaml:7: field pools[0].targets[0].weight: 5000000 is above the maximum weight 1000000"
         );
         let text = format!("{GOOD}{}", GOOD.replace("pools:\n", ""));
-        assert_eq!(err(&text), "pools.yaml:9: field pools[1].name: pool name \"web\" is used twice");
+        assert_eq!(
+            err(&text),
+            "pools.yaml:9: field pools[1].name: pool name \"web\" is used twice"
+        );
     }
 
     #[test]

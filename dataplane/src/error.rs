@@ -83,7 +83,10 @@ impl ProxyError {
     }
 
     /// Classifies a failure of the upstream client for `target`.
-    pub fn from_client(target: std::net::SocketAddr, err: &hyper_util::client::legacy::Error) -> Self {
+    pub fn from_client(
+        target: std::net::SocketAddr,
+        err: &hyper_util::client::legacy::Error,
+    ) -> Self {
         let mut source = err.source();
         while let Some(s) = source {
             if let Some(too_large) = s.downcast_ref::<BodyTooLarge>() {
@@ -92,18 +95,29 @@ impl ProxyError {
             source = s.source();
         }
         let reason = describe(err);
-        if err.is_connect() { Self::Connect { target, reason } } else { Self::Upstream { target, reason } }
+        if err.is_connect() {
+            Self::Connect { target, reason }
+        } else {
+            Self::Upstream { target, reason }
+        }
     }
 
     /// The response: the status, a one-line body with the reason and the request id, and the
     /// request id header so the answer can be found in logs.
     pub fn into_response(self, request_id: Option<&HeaderValue>) -> Response<ResponseBody> {
         let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
-        let body = format!("{} {}: {self} (request id {id})\n", self.status().as_u16(), self.status().canonical_reason().unwrap_or(""));
+        let body = format!(
+            "{} {}: {self} (request id {id})\n",
+            self.status().as_u16(),
+            self.status().canonical_reason().unwrap_or("")
+        );
         let mut response = Response::new(ResponseBody::full(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         headers.insert(X_WEIR_ERROR, HeaderValue::from_static(self.reason()));
         if let Some(id) = request_id {
             headers.insert(&X_REQUEST_ID, id.clone());
@@ -140,8 +154,20 @@ mod tests {
             (ProxyError::MethodNotAllowed(http::Method::CONNECT), 405),
             (ProxyError::NoRoute, 404),
             (ProxyError::NoTarget("web".into()), 503),
-            (ProxyError::Connect { target: t, reason: "refused".into() }, 502),
-            (ProxyError::Upstream { target: t, reason: "reset".into() }, 502),
+            (
+                ProxyError::Connect {
+                    target: t,
+                    reason: "refused".into(),
+                },
+                502,
+            ),
+            (
+                ProxyError::Upstream {
+                    target: t,
+                    reason: "reset".into(),
+                },
+                502,
+            ),
             (ProxyError::Timeout(t), 504),
         ];
         for (err, status) in cases {
@@ -156,7 +182,12 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[X_WEIR_ERROR], "no-usable-target");
         assert_eq!(r.headers()["x-request-id"], "req-7");
-        let ResponseBody::Full(Some(body)) = r.into_body() else { panic!("a full body") };
-        assert_eq!(body, "503 Service Unavailable: no usable target in pool web (request id req-7)\n");
+        let ResponseBody::Full(Some(body)) = r.into_body() else {
+            panic!("a full body")
+        };
+        assert_eq!(
+            body,
+            "503 Service Unavailable: no usable target in pool web (request id req-7)\n"
+        );
     }
 }

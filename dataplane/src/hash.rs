@@ -29,8 +29,14 @@ mod tests {
     #[test]
     fn is_stable_across_releases() {
         // Pinned: changing these values breaks every session cookie in the field.
-        assert_eq!(stable_hash(b"127.0.0.1:9001", 0), stable_hash(b"127.0.0.1:9001", 0));
-        assert_ne!(stable_hash(b"127.0.0.1:9001", 0), stable_hash(b"127.0.0.1:9001", 1));
+        assert_eq!(
+            stable_hash(b"127.0.0.1:9001", 0),
+            stable_hash(b"127.0.0.1:9001", 0)
+        );
+        assert_ne!(
+            stable_hash(b"127.0.0.1:9001", 0),
+            stable_hash(b"127.0.0.1:9001", 1)
+        );
         assert_eq!(stable_hash(b"", 0), mix(0xcbf2_9ce4_8422_2325));
     }
 }

@@ -1,7 +1,6 @@
 //! Header rules applied to every proxied message: hop-by-hop fields, forwarding headers,
 //! request ids and trace context. Pure functions over a `HeaderMap`, tested on their own.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -42,9 +41,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers")));
+    let te_trailers = headers.get(header::TE).is_some_and(|te| {
+        te.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    });
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TE);
@@ -60,14 +61,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for a request from `peer`.
+/// The client address as a header value, made once per connection.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(peer.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for a request from `peer` (see [`peer_value`]).
 ///
 /// Only the last `trusted_hops` entries a client sent are believed (the proxies in front of
 /// Weir appended them); with 0, whatever the client sent is dropped, so it cannot spoof its
 /// address, scheme or host to the backends.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_hops: usize, proto: &'static str, host: Option<&str>) {
-    let mut xff = String::new();
-    if trusted_hops > 0 {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    trusted_hops: usize,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    if trusted_hops == 0 {
+        headers.insert(&X_FORWARDED_FOR, peer.clone());
+    } else {
+        let mut xff = String::new();
         let received: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -80,19 +94,19 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_hops: usize,
             xff.push_str(hop);
             xff.push_str(", ");
         }
-    }
-    let _ = write!(xff, "{peer}");
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
+        xff.push_str(peer.to_str().unwrap_or_default());
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
     }
     let trust_client = trusted_hops > 0;
     if !(trust_client && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trust_client && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        match host {
             Some(h) => {
-                headers.insert(&X_FORWARDED_HOST, h);
+                headers.insert(&X_FORWARDED_HOST, h.clone());
             }
             None => {
                 headers.remove(&X_FORWARDED_HOST);
@@ -117,9 +131,25 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 /// A random UUIDv4, as Envoy and most tracers expect request ids to look.
 pub fn new_request_id() -> HeaderValue {
     let v = fastrand::u128(..) & !(0xf000 << 64) & !(0xc << 60) | (0x4000 << 64) | (0x8 << 60);
-    let h = format!("{v:032x}");
-    let s = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
-    HeaderValue::try_from(s).expect("hex is a valid header value")
+    let mut hex = [0u8; 32];
+    hex_into(&mut hex, v);
+    let mut id = [b'-'; 36];
+    id[..8].copy_from_slice(&hex[..8]);
+    id[9..13].copy_from_slice(&hex[8..12]);
+    id[14..18].copy_from_slice(&hex[12..16]);
+    id[19..23].copy_from_slice(&hex[16..20]);
+    id[24..].copy_from_slice(&hex[20..]);
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+}
+
+/// Writes `v` as lowercase hex into all of `out`, most significant digit first; header values
+/// are built on the request path, where `format!` and its padding machinery cost more.
+fn hex_into(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// Propagates W3C `traceparent` and B3 trace context and starts a trace when there is none.
@@ -128,7 +158,9 @@ pub fn new_request_id() -> HeaderValue {
 /// the trace the client started in the other. An invalid `traceparent` is replaced, as the
 /// W3C spec asks; a client's `tracestate` passes untouched.
 pub fn ensure_trace(headers: &mut HeaderMap) {
-    let w3c = headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()));
+    let w3c = headers
+        .get(&TRACEPARENT)
+        .and_then(|v| parse_traceparent(v.as_bytes()));
     let b3 = parse_b3(headers);
     match (w3c, b3) {
         (Some(_), Some(_)) => {}
@@ -139,7 +171,11 @@ pub fn ensure_trace(headers: &mut HeaderMap) {
             while trace_id == 0 {
                 trace_id = fastrand::u128(..);
             }
-            let ctx = TraceContext { trace_id, span_id: fastrand::u64(1..), sampled: true };
+            let ctx = TraceContext {
+                trace_id,
+                span_id: fastrand::u64(1..),
+                sampled: true,
+            };
             write_traceparent(headers, &ctx);
             write_b3(headers, &ctx);
         }
@@ -158,21 +194,34 @@ fn parse_traceparent(v: &[u8]) -> Option<TraceContext> {
     // version "00": 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
     let s = std::str::from_utf8(v).ok()?;
     let mut parts = s.split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || span.len() != 16
+        || flags.len() != 2
+    {
         return None;
     }
     if version == "00" && parts.next().is_some() {
         return None;
     }
-    let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let lower_hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     if ![version, trace, span, flags].iter().all(|p| lower_hex(p)) {
         return None;
     }
     let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
     let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some(TraceContext { trace_id, span_id, sampled: flags & 1 == 1 })
+    Some(TraceContext {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
 }
 
 fn parse_b3(headers: &HeaderMap) -> Option<TraceContext> {
@@ -187,27 +236,59 @@ fn parse_b3(headers: &HeaderMap) -> Option<TraceContext> {
         let mut parts = single.split('-');
         let trace_id = hex_id(parts.next()?, 32)?;
         let span = parts.next()?;
-        let span_id = (span.len() == 16).then(|| u64::from_str_radix(span, 16).ok()).flatten()?;
+        let span_id = (span.len() == 16)
+            .then(|| u64::from_str_radix(span, 16).ok())
+            .flatten()?;
         let sampled = matches!(parts.next(), Some("1") | Some("d") | None);
-        return Some(TraceContext { trace_id, span_id, sampled });
+        return Some(TraceContext {
+            trace_id,
+            span_id,
+            sampled,
+        });
     }
     let trace_id = hex_id(headers.get(&X_B3_TRACE_ID)?.to_str().ok()?, 32)?;
     let span = headers.get(&X_B3_SPAN_ID)?.to_str().ok()?;
-    let span_id = (span.len() == 16).then(|| u64::from_str_radix(span, 16).ok()).flatten()?;
-    let sampled = headers.get(&X_B3_SAMPLED).is_none_or(|v| v.as_bytes() == b"1" || v.as_bytes() == b"true");
-    Some(TraceContext { trace_id, span_id, sampled })
+    let span_id = (span.len() == 16)
+        .then(|| u64::from_str_radix(span, 16).ok())
+        .flatten()?;
+    let sampled = headers
+        .get(&X_B3_SAMPLED)
+        .is_none_or(|v| v.as_bytes() == b"1" || v.as_bytes() == b"true");
+    Some(TraceContext {
+        trace_id,
+        span_id,
+        sampled,
+    })
 }
 
 fn write_traceparent(headers: &mut HeaderMap, ctx: &TraceContext) {
-    let v = format!("00-{:032x}-{:016x}-{:02x}", ctx.trace_id, ctx.span_id, u8::from(ctx.sampled));
-    headers.insert(&TRACEPARENT, HeaderValue::try_from(v).expect("hex is a valid header value"));
+    // 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
+    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&mut v[3..35], ctx.trace_id);
+    hex_into(&mut v[36..52], u128::from(ctx.span_id));
+    v[54] = if ctx.sampled { b'1' } else { b'0' };
+    headers.insert(
+        &TRACEPARENT,
+        HeaderValue::from_bytes(&v).expect("hex is a valid header value"),
+    );
 }
 
 fn write_b3(headers: &mut HeaderMap, ctx: &TraceContext) {
-    let hex = |v: String| HeaderValue::try_from(v).expect("hex is a valid header value");
-    headers.insert(&X_B3_TRACE_ID, hex(format!("{:032x}", ctx.trace_id)));
-    headers.insert(&X_B3_SPAN_ID, hex(format!("{:016x}", ctx.span_id)));
-    headers.insert(&X_B3_SAMPLED, HeaderValue::from_static(if ctx.sampled { "1" } else { "0" }));
+    let (mut trace, mut span) = ([0u8; 32], [0u8; 16]);
+    hex_into(&mut trace, ctx.trace_id);
+    hex_into(&mut span, u128::from(ctx.span_id));
+    headers.insert(
+        &X_B3_TRACE_ID,
+        HeaderValue::from_bytes(&trace).expect("hex is a valid header value"),
+    );
+    headers.insert(
+        &X_B3_SPAN_ID,
+        HeaderValue::from_bytes(&span).expect("hex is a valid header value"),
+    );
+    headers.insert(
+        &X_B3_SAMPLED,
+        HeaderValue::from_static(if ctx.sampled { "1" } else { "0" }),
+    );
 }
 
 #[cfg(test)]
@@ -217,7 +298,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -246,7 +330,12 @@ mod tests {
 
     #[test]
     fn an_upgrade_keeps_upgrade_and_te_trailers_survives() {
-        let mut h = map(&[("connection", "Upgrade, x-a"), ("upgrade", "websocket"), ("x-a", "1"), ("te", "trailers")]);
+        let mut h = map(&[
+            ("connection", "Upgrade, x-a"),
+            ("upgrade", "websocket"),
+            ("x-a", "1"),
+            ("te", "trailers"),
+        ]);
         strip_hop_by_hop(&mut h, true);
         assert_eq!(get(&h, "upgrade"), Some("websocket"));
         assert_eq!(get(&h, "connection"), Some("upgrade"));
@@ -256,8 +345,18 @@ mod tests {
 
     #[test]
     fn with_no_trusted_hops_clients_cannot_spoof_forwarding_headers() {
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")]);
-        set_forwarded(&mut h, "127.0.0.9".parse().unwrap(), 0, "http", Some("shop.example"));
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &peer_value("127.0.0.9".parse().unwrap()),
+            0,
+            "http",
+            Some(&HeaderValue::from_static("shop.example")),
+        );
         assert_eq!(get(&h, "x-forwarded-for"), Some("127.0.0.9"));
         assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
         assert_eq!(get(&h, "x-forwarded-host"), Some("shop.example"));
@@ -265,9 +364,22 @@ mod tests {
 
     #[test]
     fn trusted_hops_keep_only_that_many_received_entries() {
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
-        set_forwarded(&mut h, "127.0.0.9".parse().unwrap(), 2, "http", None);
-        assert_eq!(get(&h, "x-forwarded-for"), Some("1.2.3.4, 10.0.0.1, 127.0.0.9"));
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6, 1.2.3.4"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &peer_value("127.0.0.9".parse().unwrap()),
+            2,
+            "http",
+            None,
+        );
+        assert_eq!(
+            get(&h, "x-forwarded-for"),
+            Some("1.2.3.4, 10.0.0.1, 127.0.0.9")
+        );
         assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
     }
 
@@ -288,7 +400,10 @@ mod tests {
         let mut h = map(&[("traceparent", tp)]);
         ensure_trace(&mut h);
         assert_eq!(get(&h, "traceparent"), Some(tp));
-        assert_eq!(get(&h, "x-b3-traceid"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            get(&h, "x-b3-traceid"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert_eq!(get(&h, "x-b3-spanid"), Some("00f067aa0ba902b7"));
         assert_eq!(get(&h, "x-b3-sampled"), Some("1"));
     }
@@ -297,15 +412,30 @@ mod tests {
     fn a_b3_trace_is_kept_and_mirrored_into_w3c() {
         let mut h = map(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")]);
         ensure_trace(&mut h);
-        assert_eq!(get(&h, "traceparent"), Some("00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-00"));
-        let mut h = map(&[("x-b3-traceid", "463ac35c9f6413ad"), ("x-b3-spanid", "a2fb4a1d1a96d312")]);
+        assert_eq!(
+            get(&h, "traceparent"),
+            Some("00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-00")
+        );
+        let mut h = map(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ]);
         ensure_trace(&mut h);
-        assert_eq!(get(&h, "traceparent"), Some("00-0000000000000000463ac35c9f6413ad-a2fb4a1d1a96d312-01"));
+        assert_eq!(
+            get(&h, "traceparent"),
+            Some("00-0000000000000000463ac35c9f6413ad-a2fb4a1d1a96d312-01")
+        );
     }
 
     #[test]
     fn a_new_trace_starts_when_none_or_an_invalid_one_arrives() {
-        for start in [vec![], vec![("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]] {
+        for start in [
+            vec![],
+            vec![(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            )],
+        ] {
             let mut h = map(&start);
             ensure_trace(&mut h);
             let tp = get(&h, "traceparent").unwrap();

@@ -25,17 +25,25 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // One worker runs on a current-thread runtime: no work-stealing queues to synchronise, and
     // the proxy's tasks wake each other without crossing threads.
     let built = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
     };
     let runtime = match built {
         Ok(rt) => rt,
@@ -66,12 +74,20 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
     };
     let pool_count = pools.pools.len();
     let state = Arc::new(State::new(args.proxy.clone(), pools));
-    let proxy = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    let admin_listener = TcpListener::bind(args.admin).await.with_context(|| format!("cannot listen on {} (admin)", args.admin))?;
+    let proxy = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin))?;
     let (listen, admin_addr) = (proxy.local_addr()?, admin_listener.local_addr()?);
     tokio::spawn(admin::run(admin_listener, state.clone()));
     if let Some(path) = args.pools.clone() {
-        tokio::spawn(reload::watch(path, state.clone(), args.proxy.watch_interval.get()));
+        tokio::spawn(reload::watch(
+            path,
+            state.clone(),
+            args.proxy.watch_interval.get(),
+        ));
     }
     state.set_ready();
     tracing::info!(%listen, admin = %admin_addr, workers, pools = pool_count, file = ?args.pools, "weir-dataplane serving");

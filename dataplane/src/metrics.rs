@@ -26,7 +26,8 @@ pub fn registry(state: Arc<State>) -> Registry {
 /// Renders the registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -43,31 +44,85 @@ impl Collector for WeirCollector {
         let snapshot = state.snapshot.load();
         let l = &state.listener;
 
-        let mut m = e.encode_descriptor("downstream_connections", "Downstream connections accepted.", None, MetricType::Counter)?;
+        let mut m = e.encode_descriptor(
+            "downstream_connections",
+            "Downstream connections accepted.",
+            None,
+            MetricType::Counter,
+        )?;
         m.encode_counter::<NoLabelSet, _, u64>(&load(&l.connections), None)?;
-        let mut m = e.encode_descriptor("downstream_active_connections", "Downstream connections open.", None, MetricType::Gauge)?;
+        let mut m = e.encode_descriptor(
+            "downstream_active_connections",
+            "Downstream connections open.",
+            None,
+            MetricType::Gauge,
+        )?;
         m.encode_gauge(&load(&l.active_connections))?;
-        let mut m = e.encode_descriptor("unrouted_requests", "Requests no route matched (404).", None, MetricType::Counter)?;
+        let mut m = e.encode_descriptor(
+            "unrouted_requests",
+            "Requests no route matched (404).",
+            None,
+            MetricType::Counter,
+        )?;
         m.encode_counter::<NoLabelSet, _, u64>(&load(&l.unrouted), None)?;
-        let mut m = e.encode_descriptor("rejected_requests", "Requests refused before routing (400, 405, 413, 414).", None, MetricType::Counter)?;
+        let mut m = e.encode_descriptor(
+            "rejected_requests",
+            "Requests refused before routing (400, 405, 413, 414).",
+            None,
+            MetricType::Counter,
+        )?;
         m.encode_counter::<NoLabelSet, _, u64>(&load(&l.rejected), None)?;
-        let mut m = e.encode_descriptor("config_reloads", "Pools-file reloads by result.", None, MetricType::Counter)?;
-        m.encode_family(&[("result", "success")])?.encode_counter::<NoLabelSet, _, u64>(&load(&l.reloads), None)?;
-        m.encode_family(&[("result", "failure")])?.encode_counter::<NoLabelSet, _, u64>(&load(&l.reload_failures), None)?;
-        let mut m = e.encode_descriptor("config_generation", "Configurations applied since start.", None, MetricType::Gauge)?;
+        let mut m = e.encode_descriptor(
+            "config_reloads",
+            "Pools-file reloads by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_family(&[("result", "success")])?
+            .encode_counter::<NoLabelSet, _, u64>(&load(&l.reloads), None)?;
+        m.encode_family(&[("result", "failure")])?
+            .encode_counter::<NoLabelSet, _, u64>(&load(&l.reload_failures), None)?;
+        let mut m = e.encode_descriptor(
+            "config_generation",
+            "Configurations applied since start.",
+            None,
+            MetricType::Gauge,
+        )?;
         m.encode_gauge(&snapshot.generation)?;
-        let mut m = e.encode_descriptor("process_resident_memory", "Resident set size.", Some(&Unit::Bytes), MetricType::Gauge)?;
+        let mut m = e.encode_descriptor(
+            "process_resident_memory",
+            "Resident set size.",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+        )?;
         m.encode_gauge(&crate::stats::rss_bytes().unwrap_or(0))?;
 
-        let mut m = e.encode_descriptor("pool_requests", "Requests routed to each pool.", None, MetricType::Counter)?;
+        let mut m = e.encode_descriptor(
+            "pool_requests",
+            "Requests routed to each pool.",
+            None,
+            MetricType::Counter,
+        )?;
         for p in &snapshot.pools {
-            m.encode_family(&[("pool", p.config.name.as_str())])?.encode_counter::<NoLabelSet, _, u64>(&load(&p.stats.requests), None)?;
+            m.encode_family(&[("pool", p.config.name.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(&load(&p.stats.requests), None)?;
         }
-        let mut m = e.encode_descriptor("pool_proxy_errors", "Answers made by the proxy itself, by status.", None, MetricType::Counter)?;
+        let mut m = e.encode_descriptor(
+            "pool_proxy_errors",
+            "Answers made by the proxy itself, by status.",
+            None,
+            MetricType::Counter,
+        )?;
         for p in &snapshot.pools {
             let errors = &p.stats.proxy_errors;
-            for (status, n) in [("4xx", &errors.client), ("502", &errors.bad_gateway), ("503", &errors.unavailable), ("504", &errors.timeout)] {
-                m.encode_family(&[("pool", p.config.name.as_str()), ("status", status)])?.encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+            for (status, n) in [
+                ("4xx", &errors.client),
+                ("502", &errors.bad_gateway),
+                ("503", &errors.unavailable),
+                ("504", &errors.timeout),
+            ] {
+                m.encode_family(&[("pool", p.config.name.as_str()), ("status", status)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
             }
         }
         let mut m = e.encode_descriptor(
@@ -78,7 +133,8 @@ impl Collector for WeirCollector {
         )?;
         for p in &snapshot.pools {
             let (sum, count, buckets) = p.stats.latency.snapshot();
-            m.encode_family(&[("pool", p.config.name.as_str())])?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            m.encode_family(&[("pool", p.config.name.as_str())])?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
 
         let targets: Vec<_> = snapshot
@@ -86,40 +142,101 @@ impl Collector for WeirCollector {
             .iter()
             .flat_map(|p| {
                 p.targets.iter().enumerate().map(move |(i, t)| {
-                    (p, i, t, [("pool", p.config.name.clone()), ("target", t.stats.address.to_string())])
+                    (
+                        p,
+                        i,
+                        t,
+                        [
+                            ("pool", p.config.name.clone()),
+                            ("target", t.stats.address.to_string()),
+                        ],
+                    )
                 })
             })
             .collect();
-        let mut m = e.encode_descriptor("target_responses", "Responses from each target, by status class.", None, MetricType::Counter)?;
+        let mut m = e.encode_descriptor(
+            "target_responses",
+            "Responses from each target, by status class.",
+            None,
+            MetricType::Counter,
+        )?;
         for (_, _, t, labels) in &targets {
             for (class, n) in STATUS_CLASSES.iter().zip(&t.stats.responses) {
-                let labels = [labels[0].clone(), labels[1].clone(), ("class", (*class).to_owned())];
-                m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+                let labels = [
+                    labels[0].clone(),
+                    labels[1].clone(),
+                    ("class", (*class).to_owned()),
+                ];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
             }
         }
         type Read = fn(&crate::state::TargetState) -> u64;
         let per_target: [(&str, &str, MetricType, Read); 7] = [
-            ("target_requests", "Requests sent to each target.", MetricType::Counter, |t| load(&t.stats.requests)),
-            ("target_failures", "Requests a target failed without a response (refused, reset, timeout).", MetricType::Counter, |t| load(&t.stats.failures)),
-            ("target_active_requests", "Requests in flight to each target.", MetricType::Gauge, |t| load(&t.stats.active_requests)),
-            ("target_active_connections", "Open connections to each target.", MetricType::Gauge, |t| load(&t.stats.active_connections)),
-            ("target_weight", "Configured weight of each target.", MetricType::Gauge, |t| u64::from(t.weight)),
-            ("target_bytes_sent", "Request body bytes sent to each target.", MetricType::Counter, |t| load(&t.stats.bytes_sent)),
-            ("target_bytes_received", "Response body bytes received from each target.", MetricType::Counter, |t| load(&t.stats.bytes_received)),
+            (
+                "target_requests",
+                "Requests sent to each target.",
+                MetricType::Counter,
+                |t| load(&t.stats.requests),
+            ),
+            (
+                "target_failures",
+                "Requests a target failed without a response (refused, reset, timeout).",
+                MetricType::Counter,
+                |t| load(&t.stats.failures),
+            ),
+            (
+                "target_active_requests",
+                "Requests in flight to each target.",
+                MetricType::Gauge,
+                |t| load(&t.stats.active_requests),
+            ),
+            (
+                "target_active_connections",
+                "Open connections to each target.",
+                MetricType::Gauge,
+                |t| load(&t.stats.active_connections),
+            ),
+            (
+                "target_weight",
+                "Configured weight of each target.",
+                MetricType::Gauge,
+                |t| u64::from(t.weight),
+            ),
+            (
+                "target_bytes_sent",
+                "Request body bytes sent to each target.",
+                MetricType::Counter,
+                |t| load(&t.stats.bytes_sent),
+            ),
+            (
+                "target_bytes_received",
+                "Response body bytes received from each target.",
+                MetricType::Counter,
+                |t| load(&t.stats.bytes_received),
+            ),
         ];
         for (name, help, kind, read) in per_target {
-            let mut m = e.encode_descriptor(name, help, None, kind.clone())?;
+            let mut m = e.encode_descriptor(name, help, None, kind)?;
             for (_, _, t, labels) in &targets {
                 let mut f = m.encode_family(labels)?;
                 match kind {
-                    MetricType::Counter => f.encode_counter::<NoLabelSet, _, u64>(&read(t), None)?,
+                    MetricType::Counter => {
+                        f.encode_counter::<NoLabelSet, _, u64>(&read(t), None)?
+                    }
                     _ => f.encode_gauge(&read(t))?,
                 }
             }
         }
-        let mut m = e.encode_descriptor("target_usable", "1 when a target may take requests, 0 when drained.", None, MetricType::Gauge)?;
+        let mut m = e.encode_descriptor(
+            "target_usable",
+            "1 when a target may take requests, 0 when drained.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (p, i, _, labels) in &targets {
-            m.encode_family(labels)?.encode_gauge(&u64::from(p.usable(*i)))?;
+            m.encode_family(labels)?
+                .encode_gauge(&u64::from(p.usable(*i)))?;
         }
         Ok(())
     }

@@ -20,8 +20,31 @@ use crate::settings::ProxySettings;
 use crate::state::{Affinity, PoolState, State};
 use crate::stats::InFlight;
 
+/// The downstream connection a request arrived on.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The client's IP as a header value, for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    /// The connection from `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            ip_header: headers::peer_value(addr.ip()),
+        }
+    }
+}
+
 /// Serves one downstream request from `peer`. Never fails: every error becomes a response.
-pub async fn serve(state: &State, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+pub async fn serve(
+    state: &State,
+    mut req: Request<Incoming>,
+    peer: &Peer,
+) -> Response<ResponseBody> {
     let arrived = Instant::now();
     if let Err(e) = check(&state.settings, &req) {
         state.listener.rejected.fetch_add(1, Ordering::Relaxed);
@@ -29,7 +52,9 @@ pub async fn serve(state: &State, mut req: Request<Incoming>, peer: SocketAddr) 
     }
     let request_id = headers::ensure_request_id(req.headers_mut());
     let snapshot = state.snapshot.load_full();
-    let routed = snapshot.router.find(request_host(&req).unwrap_or(""), req.uri().path());
+    let routed = snapshot
+        .router
+        .find(request_host(&req).unwrap_or(""), req.uri().path());
     let Some(pool) = routed.map(|i| &snapshot.pools[i]) else {
         state.listener.unrouted.fetch_add(1, Ordering::Relaxed);
         return ProxyError::NoRoute.into_response(Some(&request_id));
@@ -65,7 +90,11 @@ fn check(settings: &ProxySettings, req: &Request<Incoming>) -> Result<(), ProxyE
     }
     let headers = req.headers();
     if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        let len: u64 = len.to_str().ok().and_then(|s| s.parse().ok()).ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
         if len > settings.max_body_bytes {
             return Err(ProxyError::PayloadTooLarge(settings.max_body_bytes));
         }
@@ -76,7 +105,9 @@ fn check(settings: &ProxySettings, req: &Request<Incoming>) -> Result<(), ProxyE
         (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
             return Err(ProxyError::BadRequest("missing Host header"));
         }
-        (Some(h), None) if h.to_str().is_err() || h.is_empty() => return Err(ProxyError::BadRequest("invalid Host header")),
+        (Some(h), None) if h.to_str().is_err() || h.is_empty() => {
+            return Err(ProxyError::BadRequest("invalid Host header"));
+        }
         _ => {}
     }
     Ok(())
@@ -86,7 +117,10 @@ fn check(settings: &ProxySettings, req: &Request<Incoming>) -> Result<(), ProxyE
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
 }
 
@@ -94,25 +128,32 @@ async fn forward(
     settings: &ProxySettings,
     pool: &PoolState,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     request_id: &HeaderValue,
     arrived: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let (index, set_cookie) = choose(pool, &req, peer.ip())?;
+    let (index, set_cookie) = choose(pool, &req, peer.addr.ip())?;
     let target = &pool.targets[index];
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    let host = parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
-        parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
-    });
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     let headers = &mut parts.headers;
     headers::strip_hop_by_hop(headers, upgrade);
-    headers::set_forwarded(headers, peer.ip(), settings.trusted_hops, "http", host.as_deref());
+    headers::set_forwarded(
+        headers,
+        &peer.ip_header,
+        settings.trusted_hops,
+        "http",
+        host.as_ref(),
+    );
     headers::ensure_trace(headers);
     if !headers.contains_key(header::HOST) {
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        if let Some(h) = host {
             headers.insert(header::HOST, h);
         }
     }
@@ -124,8 +165,12 @@ async fn forward(
 
     let in_flight = InFlight::start(target.stats.clone());
     let body = RequestBody::new(body, target.stats.clone(), settings.max_body_bytes);
-    let request = pool.upstream.client.request(Request::from_parts(parts, body));
-    let mut response = match tokio::time::timeout(pool.config.timeouts.request.get(), request).await {
+    let request = pool
+        .upstream
+        .client
+        .request(Request::from_parts(parts, body));
+    let mut response = match tokio::time::timeout(pool.config.timeouts.request.get(), request).await
+    {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             let e = ProxyError::from_client(target.stats.address, &e);
@@ -169,7 +214,11 @@ async fn forward(
 }
 
 /// Picks the target for a request and, with cookie affinity, the cookie to set.
-fn choose<'p>(pool: &'p PoolState, req: &Request<Incoming>, client: IpAddr) -> Result<(usize, Option<&'p HeaderValue>), ProxyError> {
+fn choose<'p>(
+    pool: &'p PoolState,
+    req: &Request<Incoming>,
+    client: IpAddr,
+) -> Result<(usize, Option<&'p HeaderValue>), ProxyError> {
     let client_key = || match client {
         IpAddr::V4(ip) => stable_hash(&ip.octets(), 0),
         IpAddr::V6(ip) => stable_hash(&ip.octets(), 0),
@@ -184,7 +233,10 @@ fn choose<'p>(pool: &'p PoolState, req: &Request<Incoming>, client: IpAddr) -> R
             if let Some(i) = pinned {
                 return Ok((i, None));
             }
-            let i = pool.balancer.pick(pool, client_key).ok_or_else(|| ProxyError::NoTarget(pool.config.name.clone()))?;
+            let i = pool
+                .balancer
+                .pick(pool, client_key)
+                .ok_or_else(|| ProxyError::NoTarget(pool.config.name.clone()))?;
             return Ok((i, pool.targets[i].set_cookie.as_ref()));
         }
         Affinity::Header { name, table } => match req.headers().get(name) {
@@ -193,7 +245,9 @@ fn choose<'p>(pool: &'p PoolState, req: &Request<Incoming>, client: IpAddr) -> R
         },
         Affinity::ClientIp { table } => table.pick(pool, client_key),
     };
-    picked.map(|i| (i, None)).ok_or_else(|| ProxyError::NoTarget(pool.config.name.clone()))
+    picked
+        .map(|i| (i, None))
+        .ok_or_else(|| ProxyError::NoTarget(pool.config.name.clone()))
 }
 
 /// The value of cookie `name` among the request's `Cookie` headers.
@@ -212,11 +266,11 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
 }
 
 fn upstream_uri(authority: &http::uri::Authority, original: &Uri) -> Uri {
@@ -238,7 +292,10 @@ mod tests {
     #[test]
     fn the_named_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; weir-session=00ff"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; weir-session=00ff"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(cookie(&h, "weir-session"), Some("00ff"));
         assert_eq!(cookie(&h, "b"), Some("2"));
@@ -247,7 +304,13 @@ mod tests {
 
     #[test]
     fn upgrades_need_both_connection_and_upgrade() {
-        let req = |conn: &str| Request::builder().header("connection", conn).header("upgrade", "websocket").body(()).unwrap();
+        let req = |conn: &str| {
+            Request::builder()
+                .header("connection", conn)
+                .header("upgrade", "websocket")
+                .body(())
+                .unwrap()
+        };
         assert!(is_upgrade(&req("keep-alive, Upgrade")));
         assert!(!is_upgrade(&req("keep-alive")));
     }
@@ -257,6 +320,9 @@ mod tests {
         let a = http::uri::Authority::from_static("127.0.0.1:9001");
         let u = upstream_uri(&a, &"http://example.com/a/b?c=d".parse().unwrap());
         assert_eq!(u, "http://127.0.0.1:9001/a/b?c=d");
-        assert_eq!(upstream_uri(&a, &"*".parse().unwrap()), "http://127.0.0.1:9001/");
+        assert_eq!(
+            upstream_uri(&a, &"*".parse().unwrap()),
+            "http://127.0.0.1:9001/"
+        );
     }
 }

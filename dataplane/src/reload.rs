@@ -48,7 +48,11 @@ pub async fn watch(path: PathBuf, state: Arc<State>, interval: Duration) {
             continue;
         }
         content = hash;
-        reload(&path, &state, if forced { "SIGHUP" } else { "file changed" });
+        reload(
+            &path,
+            &state,
+            if forced { "SIGHUP" } else { "file changed" },
+        );
     }
 }
 
@@ -64,7 +68,10 @@ pub fn reload(path: &Path, state: &State, reason: &str) -> bool {
             true
         }
         Err(e) => {
-            state.listener.reload_failures.fetch_add(1, Ordering::Relaxed);
+            state
+                .listener
+                .reload_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(reason, "{e}; keeping the running configuration");
             false
         }
@@ -73,7 +80,10 @@ pub fn reload(path: &Path, state: &State, reason: &str) -> bool {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp { modified: meta.modified().ok(), len: meta.len() })
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
 }
 
 fn content_hash(path: &Path) -> Option<u64> {

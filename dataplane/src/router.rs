@@ -32,15 +32,23 @@ impl<P: Copy> Router<P> {
             let table = if host == "*" {
                 &mut any
             } else if let Some(suffix) = host.strip_prefix('*') {
-                wildcard.entry(suffix.to_owned()).or_insert_with(|| Prefixes(Vec::new()))
+                wildcard
+                    .entry(suffix.to_owned())
+                    .or_insert_with(|| Prefixes(Vec::new()))
             } else {
-                exact.entry(host.to_owned()).or_insert_with(|| Prefixes(Vec::new()))
+                exact
+                    .entry(host.to_owned())
+                    .or_insert_with(|| Prefixes(Vec::new()))
             };
             table.0.push((prefix.to_owned(), to));
         }
         let mut wildcard: Vec<_> = wildcard.into_iter().collect();
         wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        let mut router = Self { exact, wildcard, any };
+        let mut router = Self {
+            exact,
+            wildcard,
+            any,
+        };
         router.exact.values_mut().for_each(Prefixes::sort);
         router.wildcard.iter_mut().for_each(|(_, p)| p.sort());
         router.any.sort();
@@ -74,11 +82,15 @@ impl<P: Copy> Router<P> {
 
 impl<P: Copy> Prefixes<P> {
     fn sort(&mut self) {
-        self.0.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.0
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     }
 
     fn find(&self, path: &str) -> Option<P> {
-        self.0.iter().find(|(prefix, _)| segment_prefix(prefix, path)).map(|(_, to)| *to)
+        self.0
+            .iter()
+            .find(|(prefix, _)| segment_prefix(prefix, path))
+            .map(|(_, to)| *to)
     }
 }
 

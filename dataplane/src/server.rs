@@ -42,20 +42,29 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         };
         let _ = stream.set_nodelay(true);
         let conn_state = state.clone();
+        let client = Arc::new(proxy::Peer::new(peer));
         let service = service_fn(move |req| {
-            let state = conn_state.clone();
-            async move { Ok::<_, Infallible>(proxy::serve(&state, req, peer).await) }
+            let (state, client) = (conn_state.clone(), client.clone());
+            async move { Ok::<_, Infallible>(proxy::serve(&state, req, &client).await) }
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         state.listener.connections.fetch_add(1, Ordering::Relaxed);
-        state.listener.active_connections.fetch_add(1, Ordering::Relaxed);
+        state
+            .listener
+            .active_connections
+            .fetch_add(1, Ordering::Relaxed);
         let state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
             }
-            state.listener.active_connections.fetch_sub(1, Ordering::Relaxed);
+            state
+                .listener
+                .active_connections
+                .fetch_sub(1, Ordering::Relaxed);
         });
     }
     drop(listener);

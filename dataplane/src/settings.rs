@@ -82,7 +82,9 @@ mod tests {
 
     #[test]
     fn a_bad_duration_is_refused_with_its_flag() {
-        let e = Args::try_parse_from(["weir-dataplane", "--drain-timeout", "5"]).unwrap_err().to_string();
+        let e = Args::try_parse_from(["weir-dataplane", "--drain-timeout", "5"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--drain-timeout") && e.contains("unit"), "{e}");
     }
 }

@@ -210,7 +210,10 @@ impl State {
     pub fn add_target(&self, pool: &str, target: Target) -> Result<(), ChangeError> {
         self.change_pool(pool, |p| {
             if p.targets.iter().any(|t| t.address == target.address) {
-                return Err(ChangeError::TargetExists { pool: p.name.clone(), address: target.address });
+                return Err(ChangeError::TargetExists {
+                    pool: p.name.clone(),
+                    address: target.address,
+                });
             }
             p.targets.push(target);
             Ok(())
@@ -223,26 +226,47 @@ impl State {
             let before = p.targets.len();
             p.targets.retain(|t| t.address != address);
             if p.targets.len() == before {
-                return Err(ChangeError::NoSuchTarget { pool: p.name.clone(), address });
+                return Err(ChangeError::NoSuchTarget {
+                    pool: p.name.clone(),
+                    address,
+                });
             }
             Ok(())
         })
     }
 
     /// Sets the weight of the target at `address` in `pool`.
-    pub fn set_weight(&self, pool: &str, address: SocketAddr, weight: u32) -> Result<(), ChangeError> {
+    pub fn set_weight(
+        &self,
+        pool: &str,
+        address: SocketAddr,
+        weight: u32,
+    ) -> Result<(), ChangeError> {
         self.change_pool(pool, |p| {
             let name = p.name.clone();
-            let t = p.targets.iter_mut().find(|t| t.address == address).ok_or(ChangeError::NoSuchTarget { pool: name, address })?;
+            let t = p.targets.iter_mut().find(|t| t.address == address).ok_or(
+                ChangeError::NoSuchTarget {
+                    pool: name,
+                    address,
+                },
+            )?;
             t.weight = weight;
             Ok(())
         })
     }
 
-    fn change_pool(&self, name: &str, change: impl FnOnce(&mut Pool) -> Result<(), ChangeError>) -> Result<(), ChangeError> {
+    fn change_pool(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Pool) -> Result<(), ChangeError>,
+    ) -> Result<(), ChangeError> {
         let mut desired = self.desired();
         let mut next = desired.clone();
-        let pool = next.pools.iter_mut().find(|p| p.name == name).ok_or_else(|| ChangeError::NoSuchPool(name.to_owned()))?;
+        let pool = next
+            .pools
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ChangeError::NoSuchPool(name.to_owned()))?;
         change(pool)?;
         next.validate()?;
         self.snapshot.store(Arc::new(self.registry.build(&next)));
@@ -261,14 +285,22 @@ impl Registry {
     pub fn build(&self, pools: &PoolsFile) -> Snapshot {
         let mut parts = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         parts.retain(|name, _| pools.pools.iter().any(|p| &p.name == name));
-        let compiled: Vec<PoolState> = pools.pools.iter().map(|pool| compile(pool, &mut parts)).collect();
-        let router = Router::new(
-            compiled
+        let compiled: Vec<PoolState> = pools
+            .pools
+            .iter()
+            .map(|pool| compile(pool, &mut parts))
+            .collect();
+        let router = Router::new(compiled.iter().enumerate().flat_map(|(i, p)| {
+            p.config
+                .routes
                 .iter()
-                .enumerate()
-                .flat_map(|(i, p)| p.config.routes.iter().map(move |r| (r.host.as_str(), r.path_prefix.as_str(), i))),
-        );
-        Snapshot { router, pools: compiled, generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1 }
+                .map(move |r| (r.host.as_str(), r.path_prefix.as_str(), i))
+        }));
+        Snapshot {
+            router,
+            pools: compiled,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        }
     }
 }
 
@@ -287,7 +319,10 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     let addresses: Vec<SocketAddr> = pool.targets.iter().map(|t| t.address).collect();
     part.targets.retain(|addr, _| addresses.contains(addr));
     part.upstream.connector.forget_except(&addresses);
-    let cookie = pool.session_affinity.as_ref().filter(|a| a.kind == AffinityKind::Cookie);
+    let cookie = pool
+        .session_affinity
+        .as_ref()
+        .filter(|a| a.kind == AffinityKind::Cookie);
     let targets: Vec<TargetState> = pool
         .targets
         .iter()
@@ -296,30 +331,49 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
             let stats = part
                 .targets
                 .entry(t.address)
-                .or_insert_with(|| Arc::new(TargetStats::new(t.address, connector.counter(t.address))))
+                .or_insert_with(|| {
+                    Arc::new(TargetStats::new(t.address, connector.counter(t.address)))
+                })
                 .clone();
             TargetState {
                 weight: t.weight,
-                authority: Authority::try_from(t.address.to_string()).expect("a socket address is an authority"),
-                set_cookie: cookie.map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
+                authority: Authority::try_from(t.address.to_string())
+                    .expect("a socket address is an authority"),
+                set_cookie: cookie
+                    .map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
                 stats,
             }
         })
         .collect();
     let ids: Vec<String> = pool.targets.iter().map(|t| t.address.to_string()).collect();
-    let weighted: Vec<Weighted<'_>> = ids.iter().zip(&pool.targets).map(|(id, t)| Weighted { id, weight: t.weight }).collect();
+    let weighted: Vec<Weighted<'_>> = ids
+        .iter()
+        .zip(&pool.targets)
+        .map(|(id, t)| Weighted {
+            id,
+            weight: t.weight,
+        })
+        .collect();
     let affinity = match &pool.session_affinity {
         None => Affinity::None,
         Some(a) => match a.kind {
             AffinityKind::Cookie => Affinity::Cookie {
                 name: a.cookie_name().to_owned(),
-                by_id: pool.targets.iter().enumerate().map(|(i, t)| (cookie_id(t.address), i)).collect(),
+                by_id: pool
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (cookie_id(t.address), i))
+                    .collect(),
             },
             AffinityKind::Header => Affinity::Header {
-                name: HeaderName::try_from(a.header_name.as_deref().unwrap_or_default()).expect("validated header name"),
+                name: HeaderName::try_from(a.header_name.as_deref().unwrap_or_default())
+                    .expect("validated header name"),
                 table: Maglev::new(&weighted),
             },
-            AffinityKind::ClientIp => Affinity::ClientIp { table: Maglev::new(&weighted) },
+            AffinityKind::ClientIp => Affinity::ClientIp {
+                table: Maglev::new(&weighted),
+            },
         },
     };
     PoolState {
@@ -348,7 +402,10 @@ fn set_cookie(name: &str, id: u64, ttl: Option<weir_api::Duration>) -> HeaderVal
 
 impl Load for PoolState {
     fn active(&self, i: usize) -> u64 {
-        self.targets[i].stats.active_requests.load(Ordering::Relaxed)
+        self.targets[i]
+            .stats
+            .active_requests
+            .load(Ordering::Relaxed)
     }
 
     fn usable(&self, i: usize) -> bool {

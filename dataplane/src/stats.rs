@@ -5,13 +5,14 @@
 //! never hashes a label set or takes a lock to count.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Status classes counted per target: 1xx to 5xx.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -116,7 +117,8 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Sum in seconds, count, and cumulative buckets as Prometheus wants them.
@@ -132,7 +134,11 @@ impl Histogram {
             .collect();
         let count = self.count.load(Ordering::Relaxed);
         buckets.push((f64::INFINITY, count.max(cumulative)));
-        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
+        (
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count,
+            buckets,
+        )
     }
 }
 
@@ -189,7 +195,10 @@ mod tests {
 
     #[test]
     fn in_flight_counts_until_dropped() {
-        let t = Arc::new(TargetStats::new("127.0.0.1:1".parse().unwrap(), Arc::default()));
+        let t = Arc::new(TargetStats::new(
+            "127.0.0.1:1".parse().unwrap(),
+            Arc::default(),
+        ));
         let guard = InFlight::start(t.clone());
         assert_eq!(t.active_requests.load(Ordering::Relaxed), 1);
         drop(guard);

@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use weir_api::{Pool, UpstreamProtocol};
@@ -81,7 +81,10 @@ impl Upstream {
         Self::with_counters(settings, self.connector.counters.clone())
     }
 
-    fn with_counters(settings: ClientSettings, counters: Arc<Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>>) -> Self {
+    fn with_counters(
+        settings: ClientSettings,
+        counters: Arc<Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>>,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
@@ -102,7 +105,11 @@ impl Upstream {
             builder.http2_only(true);
         }
         let client = builder.build(connector.clone());
-        Self { client, connector, settings }
+        Self {
+            client,
+            connector,
+            settings,
+        }
     }
 }
 
@@ -160,13 +167,21 @@ impl Connection for CountedConnection {
 }
 
 impl Read for CountedConnection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl Write for CountedConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -182,7 +197,11 @@ impl Write for CountedConnection {
         self.io.is_write_vectored()
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }

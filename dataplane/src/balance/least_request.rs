@@ -26,9 +26,19 @@ impl LeastRequest {
         let n = self.weights.len();
         for _ in 0..4 {
             let a = fastrand::usize(0..n);
-            let b = if n > 1 { (a + 1 + fastrand::usize(0..n - 1)) % n } else { a };
+            let b = if n > 1 {
+                (a + 1 + fastrand::usize(0..n - 1)) % n
+            } else {
+                a
+            };
             match (load.usable(a), load.usable(b)) {
-                (true, true) => return Some(if load.active(b) < load.active(a) { b } else { a }),
+                (true, true) => {
+                    return Some(if load.active(b) < load.active(a) {
+                        b
+                    } else {
+                        a
+                    });
+                }
                 (true, false) => return Some(a),
                 (false, true) => return Some(b),
                 (false, false) => {}
@@ -38,29 +48,32 @@ impl LeastRequest {
     }
 
     fn scaled<L: Load>(&self, load: &L) -> Option<usize> {
-        let mut total = 0.0;
-        let scores: Vec<f64> = (0..self.weights.len())
-            .map(|i| {
-                let s = if load.usable(i) {
-                    f64::from(self.weights[i]) / (load.active(i) as f64 + 1.0)
-                } else {
-                    0.0
-                };
-                total += s;
-                s
-            })
-            .collect();
+        // Two passes instead of a scratch vector: no allocation on the request path, and the
+        // in-flight counts may move between passes without harm (the draw is random anyway).
+        let score = |i: usize| {
+            if load.usable(i) {
+                f64::from(self.weights[i]) / (load.active(i) as f64 + 1.0)
+            } else {
+                0.0
+            }
+        };
+        let total: f64 = (0..self.weights.len()).map(score).sum();
         if total <= 0.0 {
             return None;
         }
         let mut r = fastrand::f64() * total;
-        for (i, s) in scores.iter().enumerate() {
-            if r < *s {
-                return Some(i);
+        let mut last = None;
+        for i in 0..self.weights.len() {
+            let s = score(i);
+            if s > 0.0 {
+                if r < s {
+                    return Some(i);
+                }
+                r -= s;
+                last = Some(i);
             }
-            r -= s;
         }
-        scores.iter().rposition(|s| *s > 0.0)
+        last
     }
 }
 
@@ -69,7 +82,11 @@ impl Pick for LeastRequest {
         if self.weights.is_empty() {
             return None;
         }
-        if self.equal { self.power_of_two(load) } else { self.scaled(load) }
+        if self.equal {
+            self.power_of_two(load)
+        } else {
+            self.scaled(load)
+        }
     }
 }
 

@@ -44,7 +44,10 @@ impl Maglev {
             })
             .collect();
         if entries.is_empty() {
-            return Self { table: Box::new([]), targets: targets.len() };
+            return Self {
+                table: Box::new([]),
+                targets: targets.len(),
+            };
         }
         let max_weight = entries.iter().map(|e| e.weight).max().unwrap_or(1);
         let mut table = vec![u32::MAX; TABLE_SIZE];
@@ -71,7 +74,10 @@ impl Maglev {
             }
             iteration += 1;
         }
-        Self { table: table.into_boxed_slice(), targets: targets.len() }
+        Self {
+            table: table.into_boxed_slice(),
+            targets: targets.len(),
+        }
     }
 
     /// The target for `hash` if all targets were usable.
@@ -87,7 +93,11 @@ impl Pick for Maglev {
     fn pick<L: Load>(&self, load: &L, key: impl FnOnce() -> u64) -> Option<usize> {
         let hash = key();
         for attempt in 0..REHASHES {
-            let h = if attempt == 0 { hash } else { stable_hash(&hash.to_le_bytes(), attempt) };
+            let h = if attempt == 0 {
+                hash
+            } else {
+                stable_hash(&hash.to_le_bytes(), attempt)
+            };
             let i = self.lookup(h)?;
             if load.usable(i) {
                 return Some(i);

@@ -49,7 +49,11 @@ impl Pick for WeightedRandom {
         let weights: Vec<u64> = (0..self.cumulative.len())
             .map(|i| {
                 let prev = if i == 0 { 0 } else { self.cumulative[i - 1] };
-                let w = if load.usable(i) { self.cumulative[i] - prev } else { 0 };
+                let w = if load.usable(i) {
+                    self.cumulative[i] - prev
+                } else {
+                    0
+                };
                 usable_total += w;
                 w
             })

@@ -23,7 +23,12 @@ impl SmoothWrr {
     /// Precomputes the cycle for `targets`' weights.
     pub fn new(targets: &[Weighted<'_>]) -> Self {
         let mut weights: Vec<u64> = targets.iter().map(|t| u64::from(t.weight)).collect();
-        let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd).max(1);
+        let g = weights
+            .iter()
+            .copied()
+            .filter(|w| *w > 0)
+            .fold(0, gcd)
+            .max(1);
         weights.iter_mut().for_each(|w| *w /= g);
         let total: u64 = weights.iter().sum();
         if total > MAX_CYCLE {
@@ -45,7 +50,10 @@ impl SmoothWrr {
             current[best] -= total;
             cycle.push(best as u32);
         }
-        Self { cycle: cycle.into_boxed_slice(), next: AtomicUsize::new(0) }
+        Self {
+            cycle: cycle.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -79,8 +87,10 @@ mod tests {
         let t = weighted(&[5, 1, 1]);
         let wrr = SmoothWrr::new(&views(&t));
         let load = Idle::new(3);
-        let seq: String =
-            (0..7).map(|_| ["a", "b", "c"][wrr.pick(&load, || 0).unwrap()]).collect::<Vec<_>>().join(" ");
+        let seq: String = (0..7)
+            .map(|_| ["a", "b", "c"][wrr.pick(&load, || 0).unwrap()])
+            .collect::<Vec<_>>()
+            .join(" ");
         assert_eq!(seq, "a a b a c a a");
     }
 
