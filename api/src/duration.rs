@@ -95,7 +95,8 @@ impl FromStr for Duration {
             }
             total_nanos += nanos as u128;
         }
-        let nanos = u64::try_from(total_nanos).map_err(|_| ParseDurationError::Overflow(s.to_owned()))?;
+        let nanos =
+            u64::try_from(total_nanos).map_err(|_| ParseDurationError::Overflow(s.to_owned()))?;
         Ok(Self(std::time::Duration::from_nanos(nanos)))
     }
 }
@@ -151,18 +152,33 @@ mod tests {
     #[test]
     fn reads_go_style_durations() {
         assert_eq!(parse("2s").unwrap(), std::time::Duration::from_secs(2));
-        assert_eq!(parse("500ms").unwrap(), std::time::Duration::from_millis(500));
-        assert_eq!(parse("1h30m").unwrap(), std::time::Duration::from_secs(5400));
-        assert_eq!(parse("1.5s").unwrap(), std::time::Duration::from_millis(1500));
+        assert_eq!(
+            parse("500ms").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse("1h30m").unwrap(),
+            std::time::Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse("1.5s").unwrap(),
+            std::time::Duration::from_millis(1500)
+        );
         assert_eq!(parse("0").unwrap(), std::time::Duration::ZERO);
     }
 
     #[test]
     fn refuses_numbers_without_units_and_unknown_units() {
         assert_eq!(parse("5"), Err(ParseDurationError::InvalidUnit("5".into())));
-        assert_eq!(parse("5 days"), Err(ParseDurationError::InvalidUnit("5 days".into())));
+        assert_eq!(
+            parse("5 days"),
+            Err(ParseDurationError::InvalidUnit("5 days".into()))
+        );
         assert_eq!(parse(""), Err(ParseDurationError::Empty));
-        assert_eq!(parse("s"), Err(ParseDurationError::InvalidNumber("s".into())));
+        assert_eq!(
+            parse("s"),
+            Err(ParseDurationError::InvalidNumber("s".into()))
+        );
     }
 
     #[test]

@@ -152,19 +152,29 @@ pub struct Timeouts {
 
 impl Default for Upstream {
     fn default() -> Self {
-        Self { protocol: UpstreamProtocol::default(), max_idle_per_target: default_max_idle() }
+        Self {
+            protocol: UpstreamProtocol::default(),
+            max_idle_per_target: default_max_idle(),
+        }
     }
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect: default_connect(), request: default_request(), idle: default_idle() }
+        Self {
+            connect: default_connect(),
+            request: default_request(),
+            idle: default_idle(),
+        }
     }
 }
 
 impl Default for Route {
     fn default() -> Self {
-        Self { host: default_host(), path_prefix: default_path_prefix() }
+        Self {
+            host: default_host(),
+            path_prefix: default_path_prefix(),
+        }
     }
 }
 
@@ -216,7 +226,13 @@ mod tests {
         let pool: Pool =
             serde_json::from_str(r#"{"name":"web","targets":[{"address":"127.0.0.1:9001"}]}"#)
                 .unwrap();
-        assert_eq!(pool.routes, vec![Route { host: "*".into(), path_prefix: "/".into() }]);
+        assert_eq!(
+            pool.routes,
+            vec![Route {
+                host: "*".into(),
+                path_prefix: "/".into()
+            }]
+        );
         assert_eq!(pool.algorithm, Algorithm::WeightedRoundRobin);
         assert_eq!(pool.targets[0].weight, 1);
         assert_eq!(pool.timeouts.connect, Duration::from_secs(2));

@@ -21,7 +21,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     fn within(mut self, parent: &str) -> Self {
@@ -78,7 +81,8 @@ impl Pool {
             return Err(FieldError::new("routes", "a pool needs at least one route"));
         }
         for (i, route) in self.routes.iter().enumerate() {
-            validate_host(&route.host).map_err(|m| FieldError::new(format!("routes[{i}].host"), m))?;
+            validate_host(&route.host)
+                .map_err(|m| FieldError::new(format!("routes[{i}].host"), m))?;
             if !route.path_prefix.starts_with('/') {
                 return Err(FieldError::new(
                     format!("routes[{i}].pathPrefix"),
@@ -88,7 +92,10 @@ impl Pool {
             if route.path_prefix.contains(['?', '#', ' ']) {
                 return Err(FieldError::new(
                     format!("routes[{i}].pathPrefix"),
-                    format!("{:?} must be a path without query, fragment or spaces", route.path_prefix),
+                    format!(
+                        "{:?} must be a path without query, fragment or spaces",
+                        route.path_prefix
+                    ),
                 ));
             }
         }
@@ -101,7 +108,10 @@ impl Pool {
                 ));
             }
             if target.address.port() == 0 {
-                return Err(FieldError::new(format!("targets[{i}].address"), "port 0 is not a valid target port"));
+                return Err(FieldError::new(
+                    format!("targets[{i}].address"),
+                    "port 0 is not a valid target port",
+                ));
             }
             if !seen.insert(target.address) {
                 return Err(FieldError::new(
@@ -153,10 +163,16 @@ impl Pool {
             }
         }
         if self.timeouts.connect.get().is_zero() {
-            return Err(FieldError::new("timeouts.connect", "must be greater than 0"));
+            return Err(FieldError::new(
+                "timeouts.connect",
+                "must be greater than 0",
+            ));
         }
         if self.timeouts.request.get().is_zero() {
-            return Err(FieldError::new("timeouts.request", "must be greater than 0"));
+            return Err(FieldError::new(
+                "timeouts.request",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -167,7 +183,8 @@ fn is_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -175,7 +192,8 @@ fn is_name(s: &str) -> bool {
 /// An RFC 9110 token: what header and cookie names are made of.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 fn validate_host(host: &str) -> Result<(), String> {
@@ -186,7 +204,8 @@ fn validate_host(host: &str) -> Result<(), String> {
     let valid_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && l.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -231,7 +250,13 @@ mod tests {
             p.routes[0].host = ok.into();
             assert_eq!(p.validate(), Ok(()), "{ok}");
         }
-        for bad in ["API.example.com", "a.*.com", "*example.com", "", "exa mple.com"] {
+        for bad in [
+            "API.example.com",
+            "a.*.com",
+            "*example.com",
+            "",
+            "exa mple.com",
+        ] {
             p.routes[0].host = bad.into();
             assert!(err(&p).starts_with("routes[0].host:"), "{bad}");
         }
@@ -250,8 +275,14 @@ mod tests {
         p.targets[0].weight = MAX_WEIGHT + 1;
         assert!(err(&p).starts_with("targets[0].weight:"));
         let mut p = pool();
-        p.targets.push(Target { address: "127.0.0.1:9001".parse().unwrap(), weight: 2 });
-        assert_eq!(err(&p), "targets[1].address: 127.0.0.1:9001 is listed twice");
+        p.targets.push(Target {
+            address: "127.0.0.1:9001".parse().unwrap(),
+            weight: 2,
+        });
+        assert_eq!(
+            err(&p),
+            "targets[1].address: 127.0.0.1:9001 is listed twice"
+        );
     }
 
     #[test]
@@ -263,16 +294,23 @@ mod tests {
             header_name: None,
             ttl: None,
         });
-        assert_eq!(err(&p), "sessionAffinity.headerName: is required when type is Header");
+        assert_eq!(
+            err(&p),
+            "sessionAffinity.headerName: is required when type is Header"
+        );
     }
 
     #[test]
     fn pools_need_unique_names_and_distinct_routes() {
-        let file = PoolsFile { pools: vec![pool(), pool()] };
+        let file = PoolsFile {
+            pools: vec![pool(), pool()],
+        };
         assert_eq!(file.validate().unwrap_err().path, "pools[1].name");
         let mut other = pool();
         other.name = "other".into();
-        let file = PoolsFile { pools: vec![pool(), other] };
+        let file = PoolsFile {
+            pools: vec![pool(), other],
+        };
         assert_eq!(file.validate().unwrap_err().path, "pools[1].routes[0]");
     }
 }
