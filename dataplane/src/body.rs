@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::stats::{InFlight, TargetStats};
+use crate::upstream::Checkout;
 
 /// A request body streamed to a target: counted, and cut off past the body limit so a
 /// client cannot stream without end where `Content-Length` did not announce the size.
@@ -38,6 +39,8 @@ pub enum ResponseBody {
         inner: Incoming,
         /// In-flight accounting of the request.
         in_flight: InFlight,
+        /// The connection, returned to its pool once the body has been read to its end.
+        checkout: Option<Checkout>,
     },
     /// Written by the proxy (errors, admin answers).
     Full(Option<Bytes>),
@@ -113,15 +116,28 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Self::Upstream { inner, in_flight } => {
-                let polled = Pin::new(inner).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &polled {
-                    if let Some(data) = frame.data_ref() {
-                        in_flight
-                            .target()
-                            .bytes_received
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            Self::Upstream {
+                inner,
+                in_flight,
+                checkout,
+            } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            let received = &in_flight.target().bytes_received;
+                            received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
+                        if inner.is_end_stream() {
+                            checkout.take().map(Checkout::release);
+                        }
                     }
+                    Poll::Ready(None) => {
+                        checkout.take().map(Checkout::release);
+                    }
+                    // An error leaves the connection in an unknown state: it is not reused.
+                    Poll::Ready(Some(Err(_))) => drop(checkout.take()),
+                    Poll::Pending => {}
                 }
                 polled
             }

@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{BodyTooLarge, ResponseBody};
 use crate::headers::X_REQUEST_ID;
+use crate::upstream::UpstreamError;
 
 /// Header naming the proxy-side reason of a proxy-made answer, for clients and dashboards.
 pub const X_WEIR_ERROR: &str = "x-weir-error";
@@ -82,11 +83,8 @@ impl ProxyError {
         }
     }
 
-    /// Classifies a failure of the upstream client for `target`.
-    pub fn from_client(
-        target: std::net::SocketAddr,
-        err: &hyper_util::client::legacy::Error,
-    ) -> Self {
+    /// Classifies a failed exchange with `target`.
+    pub fn from_upstream(target: std::net::SocketAddr, err: &UpstreamError) -> Self {
         let mut source = err.source();
         while let Some(s) = source {
             if let Some(too_large) = s.downcast_ref::<BodyTooLarge>() {
@@ -132,7 +130,7 @@ impl ProxyError {
 
 /// The innermost cause of a client error, which says what actually happened
 /// ("connection refused") where the outer ones only say where.
-fn describe(err: &hyper_util::client::legacy::Error) -> String {
+fn describe(err: &UpstreamError) -> String {
     let mut last: &dyn std::error::Error = err;
     while let Some(s) = last.source() {
         last = s;

@@ -89,6 +89,16 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
             args.proxy.watch_interval.get(),
         ));
     }
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                state.sweep_idle_connections();
+            }
+        });
+    }
     state.set_ready();
     tracing::info!(%listen, admin = %admin_addr, workers, pools = pool_count, file = ?args.pools, "weir-dataplane serving");
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use weir_api::UpstreamProtocol;
@@ -165,15 +166,12 @@ async fn forward(
 
     let in_flight = InFlight::start(target.stats.clone());
     let body = RequestBody::new(body, target.stats.clone(), settings.max_body_bytes);
-    let request = pool
-        .upstream
-        .client
-        .request(Request::from_parts(parts, body));
-    let mut response = match tokio::time::timeout(pool.config.timeouts.request.get(), request).await
-    {
-        Ok(Ok(response)) => response,
+    let request = target.pool.send(Request::from_parts(parts, body));
+    let timeout = pool.config.timeouts.request.get();
+    let (mut response, checkout) = match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(exchanged)) => exchanged,
         Ok(Err(e)) => {
-            let e = ProxyError::from_client(target.stats.address, &e);
+            let e = ProxyError::from_upstream(target.stats.address, &e);
             if !matches!(e, ProxyError::PayloadTooLarge(_)) {
                 target.stats.failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -195,6 +193,8 @@ async fn forward(
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             headers::strip_hop_by_hop(response.headers_mut(), true);
+            // The connection now belongs to the tunnel; it never returns to the pool.
+            drop(checkout);
             let target_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {
                 // The request stays in flight for as long as the tunnel is open.
@@ -208,7 +208,17 @@ async fn forward(
         }
         _ => {
             headers::strip_hop_by_hop(response.headers_mut(), false);
-            Ok(response.map(|inner| ResponseBody::Upstream { inner, in_flight }))
+            let mut checkout = checkout;
+            if response.body().is_end_stream() {
+                // No body to wait for (204, 304, HEAD, Content-Length: 0): hyper may never
+                // poll it, so the connection goes back now.
+                checkout.take().map(crate::upstream::Checkout::release);
+            }
+            Ok(response.map(|inner| ResponseBody::Upstream {
+                inner,
+                in_flight,
+                checkout,
+            }))
         }
     }
 }

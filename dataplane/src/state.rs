@@ -22,7 +22,7 @@ use crate::hash::stable_hash;
 use crate::router::Router;
 use crate::settings::ProxySettings;
 use crate::stats::{ListenerStats, PoolStats, TargetStats};
-use crate::upstream::{ClientSettings, Upstream};
+use crate::upstream::{ClientSettings, TargetPool};
 
 /// Seed of the cookie-id hash; part of the cookie format, never to change.
 const COOKIE_SEED: u64 = 0x7765_6972;
@@ -71,8 +71,6 @@ pub struct PoolState {
     pub balancer: Balancer,
     /// Session affinity, compiled.
     pub affinity: Affinity,
-    /// The pooled client to the targets.
-    pub upstream: Upstream,
     /// Counters of the pool.
     pub stats: Arc<PoolStats>,
 }
@@ -88,6 +86,8 @@ pub struct TargetState {
     pub set_cookie: Option<HeaderValue>,
     /// Counters of the target.
     pub stats: Arc<TargetStats>,
+    /// Connections to the target.
+    pub pool: Arc<TargetPool>,
 }
 
 /// Session affinity, compiled for the request path.
@@ -126,8 +126,7 @@ pub struct Registry {
 #[derive(Debug)]
 struct PoolParts {
     stats: Arc<PoolStats>,
-    upstream: Upstream,
-    targets: HashMap<SocketAddr, Arc<TargetStats>>,
+    targets: HashMap<SocketAddr, (Arc<TargetStats>, Arc<TargetPool>)>,
 }
 
 /// Why an admin change was refused.
@@ -199,6 +198,13 @@ impl State {
     /// Whether SIGTERM has been received.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Closes idle target connections past their pool's idle timeout.
+    pub fn sweep_idle_connections(&self) {
+        for pool in &self.snapshot.load().pools {
+            pool.targets.iter().for_each(|t| t.pool.sweep());
+        }
     }
 
     /// The pools in force, admin changes included.
@@ -308,17 +314,10 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     let settings = ClientSettings::of(pool);
     let part = parts.entry(pool.name.clone()).or_insert_with(|| PoolParts {
         stats: Arc::default(),
-        upstream: Upstream::new(settings.clone()),
         targets: HashMap::new(),
     });
-    if part.upstream.settings != settings {
-        // New client settings take a new client; the old one's connections close as their
-        // in-flight requests finish. Connection counters carry over through the connector.
-        part.upstream = part.upstream.rebuilt(settings);
-    }
-    let addresses: Vec<SocketAddr> = pool.targets.iter().map(|t| t.address).collect();
-    part.targets.retain(|addr, _| addresses.contains(addr));
-    part.upstream.connector.forget_except(&addresses);
+    part.targets
+        .retain(|addr, _| pool.targets.iter().any(|t| t.address == *addr));
     let cookie = pool
         .session_affinity
         .as_ref()
@@ -327,21 +326,32 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         .targets
         .iter()
         .map(|t| {
-            let connector = &part.upstream.connector;
-            let stats = part
-                .targets
-                .entry(t.address)
-                .or_insert_with(|| {
-                    Arc::new(TargetStats::new(t.address, connector.counter(t.address)))
-                })
-                .clone();
+            let (stats, conns) = part.targets.entry(t.address).or_insert_with(|| {
+                let stats = Arc::new(TargetStats::new(t.address, Arc::default()));
+                let conns = TargetPool::new(
+                    t.address,
+                    settings.clone(),
+                    stats.active_connections.clone(),
+                );
+                (stats, Arc::new(conns))
+            });
+            if *conns.settings() != settings {
+                // New connection settings take a new pool; the old one's connections close
+                // as their in-flight requests finish.
+                *conns = Arc::new(TargetPool::new(
+                    t.address,
+                    settings.clone(),
+                    stats.active_connections.clone(),
+                ));
+            }
             TargetState {
                 weight: t.weight,
                 authority: Authority::try_from(t.address.to_string())
                     .expect("a socket address is an authority"),
                 set_cookie: cookie
                     .map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
-                stats,
+                stats: stats.clone(),
+                pool: conns.clone(),
             }
         })
         .collect();
@@ -381,7 +391,6 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         balancer: Balancer::new(pool.algorithm, &weighted),
         affinity,
         targets,
-        upstream: part.upstream.clone(),
         stats: part.stats.clone(),
     }
 }

@@ -1,207 +1,286 @@
-//! The pooled client to targets, and the connector that counts connections per target.
+//! Connections to targets: one small pool per target.
+//!
+//! hyper-util's pooled client keys a shared pool by scheme and authority, behind one lock,
+//! for every request. A load balancer already knows its target when it sends, so each target
+//! owns its pool: an idle stack of HTTP/1.1 connections (most recently used first, so warm
+//! connections stay warm and cold ones age out) or one shared HTTP/2 connection. Owning the
+//! pool also gives the proxy per-target connection counts, and the place where connection
+//! limits and health signals attach.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::io;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use weir_api::{Pool, UpstreamProtocol};
 
 use crate::body::RequestBody;
 
-/// The pooled HTTP client of one pool.
-pub type UpstreamClient = Client<CountingConnector, RequestBody>;
+/// A request that never left because its pooled connection had just closed is sent again
+/// on another connection, at most this many times.
+const STALE_RETRIES: usize = 3;
 
-/// The settings that shape a client; a reload that keeps them keeps the client, and with it
-/// every idle keep-alive connection.
+/// The settings that shape a target's connections; a reload that keeps them keeps the pool,
+/// and with it every idle keep-alive connection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientSettings {
     protocol: UpstreamProtocol,
-    max_idle_per_target: usize,
-    connect_timeout: std::time::Duration,
-    idle_timeout: std::time::Duration,
+    max_idle: usize,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
 }
 
-/// A client and its connector, kept together so targets can find their connection counters.
-#[derive(Clone, Debug)]
-pub struct Upstream {
-    /// The client requests go through.
-    pub client: UpstreamClient,
-    /// Its connector.
-    pub connector: CountingConnector,
-    /// What it was built from.
-    pub settings: ClientSettings,
-}
-
-/// An `HttpConnector` that counts open connections per target address.
-#[derive(Clone, Debug)]
-pub struct CountingConnector {
-    http: HttpConnector,
-    counters: Arc<Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>>,
-}
-
-/// A connection that decrements its target's counter when closed.
+/// The connections to one target.
 #[derive(Debug)]
-pub struct CountedConnection {
-    io: TokioIo<TcpStream>,
-    counter: Option<Arc<AtomicU64>>,
+pub struct TargetPool {
+    address: SocketAddr,
+    settings: ClientSettings,
+    idle: Mutex<VecDeque<IdleConnection>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    connections: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// An HTTP/1.1 connection lent to one request; [`Checkout::release`] returns it to the pool
+/// once the response body has been read to its end.
+#[derive(Debug)]
+pub struct Checkout {
+    pool: Arc<TargetPool>,
+    sender: http1::SendRequest<RequestBody>,
+}
+
+/// Why a request could not be exchanged with a target.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP connect failed (refused, unreachable).
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// TCP connect did not finish within the connect timeout.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The HTTP handshake on a new connection failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The exchange failed after the request was sent: reset, closed, or an invalid response.
+    #[error("{0}")]
+    Exchange(#[source] hyper::Error),
+    /// Every connection tried closed before the request could be sent.
+    #[error("connections kept closing before the request could be sent")]
+    Stale,
 }
 
 impl ClientSettings {
-    /// The client settings `pool` asks for.
+    /// The connection settings `pool` asks for.
     pub fn of(pool: &Pool) -> Self {
         Self {
             protocol: pool.upstream.protocol,
-            max_idle_per_target: pool.upstream.max_idle_per_target,
+            max_idle: pool.upstream.max_idle_per_target,
             connect_timeout: pool.timeouts.connect.get(),
             idle_timeout: pool.timeouts.idle.get(),
         }
     }
 }
 
-impl Upstream {
-    /// Builds a client with `settings`.
-    pub fn new(settings: ClientSettings) -> Self {
-        Self::with_counters(settings, Arc::default())
+impl UpstreamError {
+    /// Whether the request never reached the target, so it is not the target's response that
+    /// failed but the connection to it.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) | Self::Stale
+        )
     }
+}
 
-    /// A new client with `settings` that counts connections into the same counters as this
-    /// one, so per-target connection gauges stay whole across the swap.
-    pub fn rebuilt(&self, settings: ClientSettings) -> Self {
-        Self::with_counters(settings, self.connector.counters.clone())
-    }
-
-    fn with_counters(
-        settings: ClientSettings,
-        counters: Arc<Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>>,
-    ) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let connector = CountingConnector { http, counters };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_target)
-            // The Host header is the client's; the URI only says where to connect.
-            .set_host(false)
-            // A request that never left because the pooled connection had just closed is safe
-            // to send again on a fresh one, whatever its method.
-            .retry_canceled_requests(true);
-        if settings.protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
-        let client = builder.build(connector.clone());
+impl TargetPool {
+    /// An empty pool for `address`, counting open connections into `connections`.
+    pub fn new(address: SocketAddr, settings: ClientSettings, connections: Arc<AtomicU64>) -> Self {
         Self {
-            client,
-            connector,
+            address,
             settings,
+            idle: Mutex::default(),
+            h2: tokio::sync::Mutex::default(),
+            connections,
         }
     }
-}
 
-impl CountingConnector {
-    /// The counter of open connections to `address`.
-    pub fn counter(&self, address: SocketAddr) -> Arc<AtomicU64> {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters.entry(address).or_default().clone()
+    /// The settings this pool was built with.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
     }
 
-    /// Drops counters of addresses no longer configured and without connections.
-    pub fn forget_except(&self, keep: &[SocketAddr]) {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters.retain(|addr, c| keep.contains(addr) || c.load(Ordering::Relaxed) > 0);
-    }
-}
-
-impl tower_service::Service<Uri> for CountingConnector {
-    type Response = CountedConnection;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<CountedConnection, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    /// Sends `req` and returns the response head, with the connection to release when the
+    /// body is done (HTTP/1.1 only; HTTP/2 streams share one connection).
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Checkout>), UpstreamError> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(req).await.map(|(r, c)| (r, Some(c))),
+            UpstreamProtocol::Http2 => self.send_h2(req).await.map(|r| (r, None)),
+        }
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let counter = uri
-            .authority()
-            .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-            .map(|addr| self.counter(addr));
-        let connecting = self.http.call(uri);
-        Box::pin(async move {
-            let io = connecting.await?;
-            if let Some(c) = &counter {
-                c.fetch_add(1, Ordering::Relaxed);
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Checkout), UpstreamError> {
+        for _ in 0..STALE_RETRIES {
+            let mut sender = match self.take_idle() {
+                Some(sender) => sender,
+                None => self.connect_h1().await?,
+            };
+            if sender.ready().await.is_err() {
+                continue;
             }
-            Ok(CountedConnection { io, counter })
-        })
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    return Ok((
+                        response,
+                        Checkout {
+                            pool: self.clone(),
+                            sender,
+                        },
+                    ));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the request went out: safe to send again,
+                    // whatever the method, since the target saw nothing.
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                },
+            }
+        }
+        Err(UpstreamError::Stale)
     }
-}
 
-impl Drop for CountedConnection {
-    fn drop(&mut self) {
-        if let Some(c) = &self.counter {
-            c.fetch_sub(1, Ordering::Relaxed);
+    async fn send_h2(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = {
+            let mut shared = self.h2.lock().await;
+            match shared.as_ref() {
+                Some(s) if !s.is_closed() => s.clone(),
+                _ => {
+                    let s = self.connect_h2().await?;
+                    *shared = Some(s.clone());
+                    s
+                }
+            }
+        };
+        sender.ready().await.map_err(UpstreamError::Exchange)?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Exchange)
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let mut idle = self.idle();
+        while let Some(c) = idle.pop_back() {
+            if c.since.elapsed() < self.settings.idle_timeout && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        self.expire(&mut idle);
+        if idle.len() < self.settings.max_idle {
+            idle.push_back(IdleConnection {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
-}
 
-impl Connection for CountedConnection {
-    fn connected(&self) -> Connected {
-        self.io.connected()
+    /// Closes idle connections past the idle timeout; the rest of the time this happens as a
+    /// side effect of traffic, this is for pools that went quiet.
+    pub fn sweep(&self) {
+        self.expire(&mut self.idle());
+    }
+
+    fn expire(&self, idle: &mut VecDeque<IdleConnection>) {
+        // Oldest first: the stack's bottom ages while the top serves traffic.
+        while idle.front().is_some_and(|c| {
+            c.since.elapsed() >= self.settings.idle_timeout || c.sender.is_closed()
+        }) {
+            idle.pop_front();
+        }
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        let timeout = self.settings.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.address))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(timeout))?
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect().await?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        self.spawn_counted(connection.with_upgrades());
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect().await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        self.spawn_counted(connection);
+        Ok(sender)
+    }
+
+    /// Drives a connection in its own task, counted as open until it ends.
+    fn spawn_counted<F>(&self, connection: F)
+    where
+        F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let counter = self.connections.clone();
+        counter.fetch_add(1, Ordering::Relaxed);
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%address, error = %e, "target connection ended with an error");
+            }
+            counter.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    fn idle(&self) -> MutexGuard<'_, VecDeque<IdleConnection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Read for CountedConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl Write for CountedConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+impl Checkout {
+    /// Returns the connection to its pool for the next request.
+    pub fn release(self) {
+        self.pool.put_idle(self.sender);
     }
 }
