@@ -128,12 +128,14 @@ impl Body for ResponseBody {
                             let received = &in_flight.target().bytes_received;
                             received.fetch_add(data.len() as u64, Ordering::Relaxed);
                         }
-                        if inner.is_end_stream() {
-                            checkout.take().map(Checkout::release);
+                        if let Some(c) = checkout.take_if(|_| inner.is_end_stream()) {
+                            c.release();
                         }
                     }
                     Poll::Ready(None) => {
-                        checkout.take().map(Checkout::release);
+                        if let Some(c) = checkout.take() {
+                            c.release();
+                        }
                     }
                     // An error leaves the connection in an unknown state: it is not reused.
                     Poll::Ready(Some(Err(_))) => drop(checkout.take()),

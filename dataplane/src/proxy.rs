@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -47,11 +47,11 @@ pub async fn serve(
     peer: &Peer,
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();
+    let request_id = headers::ensure_request_id(req.headers_mut());
     if let Err(e) = check(&state.settings, &req) {
         state.listener.rejected.fetch_add(1, Ordering::Relaxed);
-        return e.into_response(None);
+        return e.into_response(Some(&request_id));
     }
-    let request_id = headers::ensure_request_id(req.headers_mut());
     let snapshot = state.snapshot.load_full();
     let routed = snapshot
         .router
@@ -153,13 +153,26 @@ async fn forward(
         host.as_ref(),
     );
     headers::ensure_trace(headers);
-    if !headers.contains_key(header::HOST) {
+    let protocol = pool.config.upstream.protocol;
+    let authority = match protocol {
+        UpstreamProtocol::Http1 => None,
+        // HTTP/2 targets read the host from :authority; the connection is already chosen,
+        // so it carries the client's host, falling back to the target's address.
+        UpstreamProtocol::Http2 => Some(
+            host.as_ref()
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| target.authority.clone()),
+        ),
+    };
+    // An absolute-form (or HTTP/2) request was routed by its URI's authority, which also
+    // replaces any Host the client sent (RFC 9112 §3.2.2), so the target sees that host too.
+    if parts.uri.authority().is_some() || !headers.contains_key(header::HOST) {
         if let Some(h) = host {
             headers.insert(header::HOST, h);
         }
     }
-    parts.uri = upstream_uri(&target.authority, &parts.uri);
-    parts.version = match pool.config.upstream.protocol {
+    parts.uri = upstream_uri(authority, &parts.uri);
+    parts.version = match protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
@@ -212,7 +225,9 @@ async fn forward(
             if response.body().is_end_stream() {
                 // No body to wait for (204, 304, HEAD, Content-Length: 0): hyper may never
                 // poll it, so the connection goes back now.
-                checkout.take().map(crate::upstream::Checkout::release);
+                if let Some(c) = checkout.take() {
+                    c.release();
+                }
             }
             Ok(response.map(|inner| ResponseBody::Upstream {
                 inner,
@@ -283,16 +298,22 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
         })
 }
 
-fn upstream_uri(authority: &http::uri::Authority, original: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(match original.path_and_query() {
+/// The request target sent upstream: origin-form (`/path?query`) on HTTP/1.1, as RFC 9112
+/// asks of requests to an origin server, and with scheme and authority on HTTP/2, where they
+/// become the `:scheme` and `:authority` pseudo-headers.
+fn upstream_uri(authority: Option<Authority>, original: &Uri) -> Uri {
+    let path = match original.path_and_query() {
         Some(p) if p.as_str().starts_with('/') => p.clone(),
         // `OPTIONS *` and authority-form targets have no path to forward.
         _ => PathAndQuery::from_static("/"),
-    });
-    Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+    };
+    let mut parts = http::uri::Parts::default();
+    if let Some(authority) = authority {
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+    }
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).expect("a path, with or without scheme and authority, is a URI")
 }
 
 #[cfg(test)]
@@ -326,13 +347,14 @@ mod tests {
     }
 
     #[test]
-    fn the_upstream_uri_keeps_path_and_query() {
-        let a = http::uri::Authority::from_static("127.0.0.1:9001");
-        let u = upstream_uri(&a, &"http://example.com/a/b?c=d".parse().unwrap());
-        assert_eq!(u, "http://127.0.0.1:9001/a/b?c=d");
+    fn http1_targets_get_origin_form_and_http2_targets_an_authority() {
+        let absolute: Uri = "http://example.com/a/b?c=d".parse().unwrap();
+        assert_eq!(upstream_uri(None, &absolute), "/a/b?c=d");
+        assert_eq!(upstream_uri(None, &"*".parse().unwrap()), "/");
+        let a = Authority::from_static("shop.example:8080");
         assert_eq!(
-            upstream_uri(&a, &"*".parse().unwrap()),
-            "http://127.0.0.1:9001/"
+            upstream_uri(Some(a), &absolute),
+            "http://shop.example:8080/a/b?c=d"
         );
     }
 }

@@ -24,8 +24,10 @@ const MIN_BUF: usize = 8192;
 /// lets in-flight requests finish for up to the drain timeout: idle keep-alive connections
 /// close, busy HTTP/1.1 ones close after their current response, HTTP/2 ones get GOAWAY.
 pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
-    let builder = connection_builder(&state.settings);
+    let builder = Arc::new(connection_builder(&state.settings));
     let graceful = GracefulShutdown::new();
+    // Ends the wait for a connection's first byte when the drain starts.
+    let (drain_started, draining) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -47,10 +49,8 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
             let (state, client) = (conn_state.clone(), client.clone());
             async move { Ok::<_, Infallible>(proxy::serve(&state, req, &client).await) }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher, mut draining) =
+            (builder.clone(), graceful.watcher(), draining.clone());
         state.listener.connections.fetch_add(1, Ordering::Relaxed);
         state
             .listener
@@ -58,8 +58,21 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
             .fetch_add(1, Ordering::Relaxed);
         let state = state.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+            // hyper-util reads the first bytes to tell HTTP/1.1 from h2c before hyper arms its
+            // header read timeout, so a client that connects and sends nothing (or half an
+            // HTTP/2 preface) would hold the connection for ever: that wait gets the header
+            // read timeout too.
+            let spoke = tokio::select! {
+                spoke = client_spoke(&stream, state.settings.header_read_timeout.get()) => spoke,
+                _ = draining.changed() => false,
+            };
+            if spoke {
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+                }
             }
             state
                 .listener
@@ -68,6 +81,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         });
     }
     drop(listener);
+    drop(drain_started);
     let open = graceful.count();
     let drain = state.settings.drain_timeout.get();
     tracing::info!(open_connections = open, timeout = ?drain, "draining");
@@ -78,6 +92,25 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
             "drain timeout reached; closing the remaining connections"
         ),
     }
+}
+
+/// Waits, up to `timeout`, until the client has sent enough to tell an HTTP/1.1 request from
+/// the HTTP/2 preface; false when it sent nothing, closed, or stalled inside the preface.
+async fn client_spoke(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; PREFACE.len()];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // A strict prefix of the preface: peek would return the same bytes at once,
+                // so wait a little for the rest. Only stalled clients ever get here.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, sniff).await.unwrap_or(false)
 }
 
 /// One builder for every connection: limits and timeouts from the settings.
