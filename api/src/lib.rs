@@ -10,11 +10,15 @@
 
 mod duration;
 mod pool;
+mod resilience;
 mod validate;
 
 pub use duration::{Duration, ParseDurationError};
 pub use pool::{
     AffinityKind, Algorithm, Pool, PoolsFile, Route, SessionAffinity, Target, Timeouts, Upstream,
     UpstreamProtocol,
+};
+pub use resilience::{
+    CircuitBreaker, HealthCheck, OutlierDetection, Retries, RetryOn, SlowStart, StatusRange,
 };
 pub use validate::{FieldError, MAX_WEIGHT};

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::Duration;
+use crate::resilience::{CircuitBreaker, HealthCheck, OutlierDetection, Retries, SlowStart};
 
 /// The standalone data plane's pools file: `pools:` and a list of [`Pool`]s.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,25 @@ pub struct Pool {
     /// Time limits on the way to targets.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Active health checks; without them, targets are judged by real traffic only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection of targets that fail requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Pool limits and per-target breakers; on by default.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    /// Below this percentage of usable targets, the pool balances across all of them
+    /// instead of overloading the few (Envoy's panic mode); 0 turns it off.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: u32,
+    /// Ramps up the weight of targets that join or return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStart>,
+    /// Retries of failed requests on other targets.
+    #[serde(default)]
+    pub retries: Retries,
 }
 
 /// A host and path prefix that lead to a pool.
@@ -142,9 +162,14 @@ pub struct Timeouts {
     /// Establishing a TCP connection to a target.
     #[serde(default = "default_connect")]
     pub connect: Duration,
-    /// From the request's arrival to the response head; answered 504 when exceeded.
+    /// From the request's arrival to the response head, retries included; answered 504 when
+    /// exceeded.
     #[serde(default = "default_request")]
     pub request: Duration,
+    /// One try's limit, so a hung target leaves time to retry another; unset, a try may take
+    /// the whole request timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try: Option<Duration>,
     /// How long an unused keep-alive connection to a target is kept.
     #[serde(default = "default_idle")]
     pub idle: Duration,
@@ -164,6 +189,7 @@ impl Default for Timeouts {
         Self {
             connect: default_connect(),
             request: default_request(),
+            per_try: None,
             idle: default_idle(),
         }
     }
@@ -183,6 +209,10 @@ impl SessionAffinity {
     pub fn cookie_name(&self) -> &str {
         self.cookie_name.as_deref().unwrap_or("weir-session")
     }
+}
+
+fn default_panic_threshold() -> u32 {
+    50
 }
 
 fn default_routes() -> Vec<Route> {

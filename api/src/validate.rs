@@ -162,6 +162,7 @@ impl Pool {
                 ));
             }
         }
+        self.validate_resilience()?;
         if self.timeouts.connect.get().is_zero() {
             return Err(FieldError::new(
                 "timeouts.connect",
@@ -173,6 +174,90 @@ impl Pool {
                 "timeouts.request",
                 "must be greater than 0",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Pool {
+    fn validate_resilience(&self) -> Result<(), FieldError> {
+        let positive = |path: &str, v: u32| {
+            if v == 0 {
+                Err(FieldError::new(path, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let percent = |path: &str, v: u32| {
+            if v > 100 {
+                Err(FieldError::new(path, format!("{v} is above 100 percent")))
+            } else {
+                Ok(())
+            }
+        };
+        let nonzero = |path: &str, d: crate::Duration| {
+            if d.get().is_zero() {
+                Err(FieldError::new(path, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(h) = &self.health_check {
+            if !h.path.starts_with('/') {
+                return Err(FieldError::new(
+                    "healthCheck.path",
+                    format!("{:?} must start with '/'", h.path),
+                ));
+            }
+            nonzero("healthCheck.interval", h.interval)?;
+            nonzero("healthCheck.timeout", h.timeout)?;
+            positive("healthCheck.healthyThreshold", h.healthy_threshold)?;
+            positive("healthCheck.unhealthyThreshold", h.unhealthy_threshold)?;
+            if h.expected_statuses.is_empty() {
+                return Err(FieldError::new(
+                    "healthCheck.expectedStatuses",
+                    "needs at least one status",
+                ));
+            }
+        }
+        if let Some(o) = &self.outlier_detection {
+            nonzero("outlierDetection.baseEjectionTime", o.base_ejection_time)?;
+            if o.max_ejection_time < o.base_ejection_time {
+                return Err(FieldError::new(
+                    "outlierDetection.maxEjectionTime",
+                    "must not be below baseEjectionTime",
+                ));
+            }
+            percent(
+                "outlierDetection.maxEjectionPercent",
+                o.max_ejection_percent,
+            )?;
+        }
+        let b = &self.circuit_breaker;
+        positive("circuitBreaker.maxConnections", b.max_connections)?;
+        positive("circuitBreaker.maxRequests", b.max_requests)?;
+        positive("circuitBreaker.halfOpenRequests", b.half_open_requests)?;
+        nonzero("circuitBreaker.resetTimeout", b.reset_timeout)?;
+        percent("panicThreshold", self.panic_threshold)?;
+        if let Some(s) = &self.slow_start {
+            nonzero("slowStart.window", s.window)?;
+        }
+        let r = &self.retries;
+        if !(1..=10).contains(&r.attempts) {
+            return Err(FieldError::new(
+                "retries.attempts",
+                format!("{} is not between 1 and 10", r.attempts),
+            ));
+        }
+        percent("retries.budgetPercent", r.budget_percent)?;
+        if r.backoff_max < r.backoff_base {
+            return Err(FieldError::new(
+                "retries.backoffMax",
+                "must not be below backoffBase",
+            ));
+        }
+        if let Some(per_try) = self.timeouts.per_try {
+            nonzero("timeouts.perTry", per_try)?;
         }
         Ok(())
     }
@@ -298,6 +383,22 @@ mod tests {
             err(&p),
             "sessionAffinity.headerName: is required when type is Header"
         );
+    }
+
+    #[test]
+    fn resilience_settings_are_bounded() {
+        let mut p = pool();
+        p.panic_threshold = 150;
+        assert_eq!(err(&p), "panicThreshold: 150 is above 100 percent");
+        let mut p = pool();
+        p.retries.attempts = 0;
+        assert_eq!(err(&p), "retries.attempts: 0 is not between 1 and 10");
+        let mut p = pool();
+        p.health_check = Some(crate::HealthCheck {
+            healthy_threshold: 0,
+            ..Default::default()
+        });
+        assert_eq!(err(&p), "healthCheck.healthyThreshold: must be at least 1");
     }
 
     #[test]

@@ -327,7 +327,7 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         .iter()
         .map(|t| {
             let (stats, conns) = part.targets.entry(t.address).or_insert_with(|| {
-                let stats = Arc::new(TargetStats::new(t.address, Arc::default()));
+                let stats = Arc::new(TargetStats::new(t.address));
                 let conns = TargetPool::new(
                     t.address,
                     settings.clone(),

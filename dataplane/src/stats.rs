@@ -24,7 +24,7 @@ pub struct TargetStats {
     pub address: SocketAddr,
     /// Requests sent and not yet finished (response body done or abandoned).
     pub active_requests: AtomicU64,
-    /// Open TCP connections to the target, shared with the connector that opens them.
+    /// Open TCP connections to the target, shared with the target's connection pool.
     pub active_connections: Arc<AtomicU64>,
     /// Requests sent.
     pub requests: AtomicU64,
@@ -88,12 +88,12 @@ pub struct ListenerStats {
 }
 
 impl TargetStats {
-    /// Fresh counters for `address`, counting connections in `connections`.
-    pub fn new(address: SocketAddr, connections: Arc<AtomicU64>) -> Self {
+    /// Fresh counters for `address`.
+    pub fn new(address: SocketAddr) -> Self {
         Self {
             address,
             active_requests: AtomicU64::new(0),
-            active_connections: connections,
+            active_connections: Arc::default(),
             requests: AtomicU64::new(0),
             responses: Default::default(),
             failures: AtomicU64::new(0),
@@ -195,10 +195,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_until_dropped() {
-        let t = Arc::new(TargetStats::new(
-            "127.0.0.1:1".parse().unwrap(),
-            Arc::default(),
-        ));
+        let t = Arc::new(TargetStats::new("127.0.0.1:1".parse().unwrap()));
         let guard = InFlight::start(t.clone());
         assert_eq!(t.active_requests.load(Ordering::Relaxed), 1);
         drop(guard);
