@@ -16,6 +16,7 @@ pub mod config_file;
 pub mod error;
 pub mod hash;
 pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -1,0 +1,537 @@
+//! Whether a target may take requests: active health checks, passive outlier ejection and
+//! the per-target circuit breaker, as one small state machine per target.
+//!
+//! Time is tokio's, so tests drive it with a paused clock. The request path only reads an
+//! atomic flag while a target is clean (healthy, not ejected, breaker closed, no failures
+//! counted); the lock is taken only once something has gone wrong.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::time::Instant;
+use weir_api::{CircuitBreaker, HealthCheck, OutlierDetection, SlowStart};
+
+/// What one try against a target came to, as health sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response that is not a server error.
+    Success,
+    /// A 5xx response other than the gateway ones.
+    ServerError,
+    /// No usable response: connect failure, reset, timeout, or 502, 503 or 504.
+    GatewayFailure,
+}
+
+/// The rules a pool sets for its targets' health.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Active checks, if any.
+    pub check: Option<HealthCheck>,
+    /// Passive ejection, if any.
+    pub outlier: Option<OutlierDetection>,
+    /// The per-target breaker.
+    pub breaker: CircuitBreaker,
+    /// Weight ramp after a target joins or returns.
+    pub slow_start: Option<SlowStart>,
+}
+
+/// A target's condition, for `/status` and `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Taking traffic.
+    Healthy,
+    /// Failed its active checks.
+    Unhealthy,
+    /// Ejected by outlier detection until the instant.
+    Ejected(Instant),
+    /// Its breaker is open until the instant.
+    BreakerOpen(Instant),
+    /// Its breaker lets trial requests through.
+    BreakerHalfOpen,
+    /// Taking a growing share of its weight, until the instant.
+    SlowStart(Instant),
+}
+
+/// The health of one target, kept across configuration changes.
+#[derive(Debug)]
+pub struct TargetHealth {
+    address: SocketAddr,
+    /// True while nothing is wrong and nothing is counted: the request path reads only this.
+    clean: AtomicBool,
+    inner: Mutex<Inner>,
+    /// Times the target was ejected by outlier detection.
+    pub ejections: AtomicU64,
+    /// Times the target's breaker opened.
+    pub breaker_opens: AtomicU64,
+    /// Active checks that passed.
+    pub checks_passed: AtomicU64,
+    /// Active checks that failed.
+    pub checks_failed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: Policy,
+    healthy: bool,
+    /// Consecutive probes disagreeing with `healthy`.
+    streak: u32,
+    consecutive_5xx: u32,
+    consecutive_gateway: u32,
+    ejected_until: Option<Instant>,
+    /// Ejections counted towards the next ejection's length; forgiven after a quiet spell.
+    ejection_multiplier: u32,
+    breaker: Breaker,
+    /// When the target last became usable, for slow start.
+    usable_since: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Breaker {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trials: u32 },
+}
+
+impl TargetHealth {
+    /// A target that joins now under `policy`; it is usable at once unless the policy's
+    /// checks start it unhealthy.
+    pub fn new(address: SocketAddr, policy: Policy) -> Self {
+        let healthy = !policy.check.as_ref().is_some_and(|c| c.start_unhealthy);
+        let inner = Inner {
+            healthy,
+            streak: 0,
+            consecutive_5xx: 0,
+            consecutive_gateway: 0,
+            ejected_until: None,
+            ejection_multiplier: 0,
+            breaker: Breaker::Closed { failures: 0 },
+            usable_since: Instant::now(),
+            policy,
+        };
+        let health = Self {
+            address,
+            clean: AtomicBool::new(false),
+            inner: Mutex::new(inner),
+            ejections: AtomicU64::new(0),
+            breaker_opens: AtomicU64::new(0),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
+        };
+        health.refresh(&health.lock(), Instant::now());
+        health
+    }
+
+    /// Applies a pool's new rules; the target's history is kept.
+    pub fn configure(&self, policy: &Policy) {
+        let mut inner = self.lock();
+        if inner.policy != *policy {
+            inner.policy = policy.clone();
+            self.refresh(&inner, Instant::now());
+        }
+    }
+
+    /// Whether the target may take a request at `now` (a half-open breaker counts as usable
+    /// while it has trial slots; [`TargetHealth::admit`] takes one).
+    pub fn is_usable(&self, now: Instant) -> bool {
+        if self.clean.load(Ordering::Acquire) {
+            return true;
+        }
+        let inner = self.lock();
+        inner.healthy
+            && inner.ejected_until.is_none_or(|until| now >= until)
+            && match inner.breaker {
+                Breaker::Closed { .. } => true,
+                Breaker::Open { until } => now >= until,
+                Breaker::HalfOpen { trials } => trials < inner.policy.breaker.half_open_requests,
+            }
+    }
+
+    /// Takes the target for one request picked at `now`: always granted while the breaker is
+    /// closed; a half-open breaker grants its trial slots and refuses the rest.
+    pub fn admit(&self, now: Instant) -> bool {
+        if self.clean.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut inner = self.lock();
+        if let Breaker::Open { until } = inner.breaker {
+            if now < until {
+                return false;
+            }
+            tracing::info!(target = %self.address, "breaker half-open: letting trial requests through");
+            inner.breaker = Breaker::HalfOpen { trials: 0 };
+        }
+        if let Breaker::HalfOpen { trials } = inner.breaker {
+            if trials >= inner.policy.breaker.half_open_requests {
+                return false;
+            }
+            inner.breaker = Breaker::HalfOpen { trials: trials + 1 };
+        }
+        true
+    }
+
+    /// Counts the outcome of one try at `now`. `may_eject` says whether the pool can spare
+    /// one more ejected target (max ejection percent); it is asked only when needed.
+    pub fn record(&self, outcome: Outcome, now: Instant, may_eject: impl FnOnce() -> bool) {
+        if outcome == Outcome::Success && self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        let mut inner = self.lock();
+        match outcome {
+            Outcome::Success => {
+                inner.consecutive_5xx = 0;
+                inner.consecutive_gateway = 0;
+                match inner.breaker {
+                    Breaker::HalfOpen { .. } => {
+                        tracing::info!(target = %self.address, "breaker closed: a trial request succeeded");
+                        inner.breaker = Breaker::Closed { failures: 0 };
+                        inner.usable_since = now;
+                    }
+                    Breaker::Closed { .. } => inner.breaker = Breaker::Closed { failures: 0 },
+                    Breaker::Open { .. } => {}
+                }
+                // An ejection is forgiven once the target has served without one for the
+                // longest ejection time.
+                if let (Some(od), Some(until)) = (&inner.policy.outlier, inner.ejected_until) {
+                    if now >= until + od.max_ejection_time.get() {
+                        inner.ejected_until = None;
+                        inner.ejection_multiplier = 0;
+                    }
+                }
+            }
+            Outcome::ServerError | Outcome::GatewayFailure => {
+                inner.consecutive_5xx += 1;
+                if outcome == Outcome::GatewayFailure {
+                    inner.consecutive_gateway += 1;
+                }
+                self.maybe_eject(&mut inner, now, may_eject);
+                self.count_breaker_failure(&mut inner, now);
+            }
+        }
+        self.refresh(&inner, now);
+    }
+
+    fn maybe_eject(&self, inner: &mut Inner, now: Instant, may_eject: impl FnOnce() -> bool) {
+        let Some(od) = inner.policy.outlier.clone() else { return };
+        let reason = if od.consecutive_gateway_failures > 0 && inner.consecutive_gateway >= od.consecutive_gateway_failures {
+            "consecutive gateway failures"
+        } else if od.consecutive_5xx > 0 && inner.consecutive_5xx >= od.consecutive_5xx {
+            "consecutive 5xx responses"
+        } else {
+            return;
+        };
+        if inner.ejected_until.is_some_and(|until| now < until) {
+            return;
+        }
+        inner.consecutive_5xx = 0;
+        inner.consecutive_gateway = 0;
+        if !may_eject() {
+            tracing::warn!(target = %self.address, reason, "not ejected: the pool's maxEjectionPercent is reached");
+            return;
+        }
+        inner.ejection_multiplier += 1;
+        let length = (od.base_ejection_time.get() * inner.ejection_multiplier).min(od.max_ejection_time.get());
+        inner.ejected_until = Some(now + length);
+        inner.usable_since = now + length;
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target = %self.address, reason, ejected_for = ?length, times = inner.ejection_multiplier, "target ejected");
+    }
+
+    fn count_breaker_failure(&self, inner: &mut Inner, now: Instant) {
+        let reset = inner.policy.breaker.reset_timeout.get();
+        match inner.breaker {
+            Breaker::Closed { failures } => {
+                let failures = failures + 1;
+                if failures >= inner.policy.breaker.failure_threshold {
+                    inner.breaker = Breaker::Open { until: now + reset };
+                    inner.usable_since = now + reset;
+                    self.breaker_opens.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target = %self.address, failures, reopens_in = ?reset, "breaker open");
+                } else {
+                    inner.breaker = Breaker::Closed { failures };
+                }
+            }
+            Breaker::HalfOpen { .. } => {
+                inner.breaker = Breaker::Open { until: now + reset };
+                inner.usable_since = now + reset;
+                self.breaker_opens.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target = %self.address, reopens_in = ?reset, "breaker open again: a trial request failed");
+            }
+            Breaker::Open { .. } => {}
+        }
+    }
+
+    /// Counts an active check's result at `now`.
+    pub fn probe(&self, passed: bool, now: Instant) {
+        let counter = if passed { &self.checks_passed } else { &self.checks_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if passed && self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(check) = inner.policy.check.clone() else { return };
+        if passed == inner.healthy {
+            inner.streak = 0;
+        } else {
+            inner.streak += 1;
+            let threshold = if passed { check.healthy_threshold } else { check.unhealthy_threshold };
+            if inner.streak >= threshold {
+                inner.healthy = passed;
+                inner.streak = 0;
+                if passed {
+                    inner.usable_since = now;
+                    tracing::info!(target = %self.address, checks = threshold, "target healthy: active checks pass");
+                } else {
+                    tracing::warn!(target = %self.address, checks = threshold, "target unhealthy: active checks fail");
+                }
+            }
+        }
+        if passed && inner.ejected_until.is_some_and(|until| now < until) {
+            // The target answers its checks again: it need not sit out the ejection.
+            inner.ejected_until = Some(now);
+            inner.usable_since = now;
+            tracing::info!(target = %self.address, "ejection ended early: an active check passed");
+        }
+        self.refresh(&inner, now);
+    }
+
+    /// The share of its weight the target takes at `now`: 1 unless slow start is ramping it
+    /// up, from a tenth at the start of the window to all of it at the end.
+    pub fn weight_factor(&self, now: Instant) -> f64 {
+        if self.clean.load(Ordering::Acquire) {
+            return 1.0;
+        }
+        let inner = self.lock();
+        ramp(&inner, now)
+    }
+
+    /// The target's condition at `now`.
+    pub fn condition(&self, now: Instant) -> Condition {
+        let inner = self.lock();
+        if !inner.healthy {
+            return Condition::Unhealthy;
+        }
+        if let Some(until) = inner.ejected_until.filter(|until| now < *until) {
+            return Condition::Ejected(until);
+        }
+        match inner.breaker {
+            Breaker::Open { until } if now < until => return Condition::BreakerOpen(until),
+            Breaker::Open { .. } | Breaker::HalfOpen { .. } => return Condition::BreakerHalfOpen,
+            Breaker::Closed { .. } => {}
+        }
+        match &inner.policy.slow_start {
+            Some(s) if ramp(&inner, now) < 1.0 => Condition::SlowStart(inner.usable_since + s.window.get()),
+            _ => Condition::Healthy,
+        }
+    }
+
+    /// Recomputes the fast-path flag: clean only when no state could change a verdict.
+    fn refresh(&self, inner: &Inner, now: Instant) {
+        let clean = inner.healthy
+            && inner.streak == 0
+            && inner.consecutive_5xx == 0
+            && inner.consecutive_gateway == 0
+            && inner.ejected_until.is_none()
+            && inner.breaker == Breaker::Closed { failures: 0 }
+            && ramp(inner, now) >= 1.0;
+        self.clean.store(clean, Ordering::Release);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn ramp(inner: &Inner, now: Instant) -> f64 {
+    let Some(s) = &inner.policy.slow_start else { return 1.0 };
+    let window = s.window.get();
+    let elapsed = now.saturating_duration_since(inner.usable_since);
+    if elapsed >= window || window.is_zero() {
+        1.0
+    } else {
+        (elapsed.as_secs_f64() / window.as_secs_f64()).max(0.1)
+    }
+}
+
+/// Whether a pool with `usable` of `total` targets usable is in panic mode under
+/// `threshold` percent: then it balances across all targets, as Envoy does, rather than
+/// piling everything onto the few that are left.
+pub fn in_panic(usable: usize, total: usize, threshold: u32) -> bool {
+    threshold > 0 && total > 0 && (usable * 100) < total * threshold as usize
+}
+
+/// Most targets of a pool of `total` that may be ejected at once under `percent`; at least
+/// one, so a single bad target of a small pool can still go.
+pub fn max_ejected(total: usize, percent: u32) -> usize {
+    (total * percent as usize / 100).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use weir_api::Duration as ApiDuration;
+
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            check: Some(HealthCheck::default()),
+            outlier: Some(OutlierDetection { consecutive_5xx: 3, consecutive_gateway_failures: 2, ..Default::default() }),
+            breaker: CircuitBreaker { failure_threshold: 100, ..Default::default() },
+            slow_start: None,
+        }
+    }
+
+    fn target(policy: Policy) -> TargetHealth {
+        TargetHealth::new("127.0.0.1:9001".parse().unwrap(), policy)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_rise_and_fall_by_their_thresholds() {
+        let t = target(policy());
+        let now = Instant::now();
+        assert!(t.is_usable(now), "a target starts usable");
+        t.probe(false, now);
+        t.probe(false, now);
+        assert!(t.is_usable(now), "two failures are under the fall threshold of 3");
+        t.probe(false, now);
+        assert!(!t.is_usable(now));
+        assert_eq!(t.condition(now), Condition::Unhealthy);
+        t.probe(true, now);
+        assert!(!t.is_usable(now), "one pass is under the rise threshold of 2");
+        t.probe(false, now);
+        t.probe(true, now);
+        assert!(!t.is_usable(now), "a failure in between restarts the count");
+        t.probe(true, now);
+        assert!(t.is_usable(now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_can_start_unhealthy() {
+        let mut p = policy();
+        p.check = Some(HealthCheck { start_unhealthy: true, ..Default::default() });
+        let t = target(p);
+        assert!(!t.is_usable(Instant::now()));
+        t.probe(true, Instant::now());
+        t.probe(true, Instant::now());
+        assert!(t.is_usable(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gateway_failures_eject_for_base_times_ejections_capped() {
+        let mut p = policy();
+        p.outlier = Some(OutlierDetection {
+            consecutive_gateway_failures: 2,
+            base_ejection_time: ApiDuration::from_secs(30),
+            max_ejection_time: ApiDuration::from_secs(75),
+            ..Default::default()
+        });
+        let t = target(p);
+        let mut lengths = Vec::new();
+        for _ in 0..4 {
+            let start = Instant::now();
+            t.record(Outcome::GatewayFailure, start, || true);
+            t.record(Outcome::GatewayFailure, start, || true);
+            let Condition::Ejected(until) = t.condition(start) else { panic!("not ejected") };
+            lengths.push((until - start).as_secs());
+            assert!(!t.is_usable(start));
+            tokio::time::advance(until - start).await;
+            assert!(t.is_usable(Instant::now()), "usable again when the ejection ends");
+        }
+        assert_eq!(lengths, [30, 60, 75, 75]);
+        assert_eq!(t.ejections.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_in_between_resets_the_count_and_the_pool_limit_holds() {
+        let t = target(policy());
+        let now = Instant::now();
+        t.record(Outcome::ServerError, now, || true);
+        t.record(Outcome::ServerError, now, || true);
+        t.record(Outcome::Success, now, || true);
+        t.record(Outcome::ServerError, now, || true);
+        assert!(t.is_usable(now), "the 5xx count restarted after the success");
+        t.record(Outcome::ServerError, now, || false);
+        t.record(Outcome::ServerError, now, || false);
+        assert!(t.is_usable(now), "maxEjectionPercent reached: not ejected");
+        assert_eq!(t.ejections.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passing_check_ends_an_ejection_early() {
+        let t = target(policy());
+        let now = Instant::now();
+        t.record(Outcome::GatewayFailure, now, || true);
+        t.record(Outcome::GatewayFailure, now, || true);
+        assert!(!t.is_usable(now));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        t.probe(true, Instant::now());
+        assert!(t.is_usable(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_half_opens_and_closes() {
+        let p = Policy {
+            breaker: CircuitBreaker {
+                failure_threshold: 3,
+                reset_timeout: ApiDuration::from_secs(10),
+                half_open_requests: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = target(p);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(t.admit(now));
+            t.record(Outcome::GatewayFailure, now, || true);
+        }
+        assert!(!t.is_usable(now), "open after 3 failures");
+        assert!(!t.admit(now));
+        assert!(matches!(t.condition(now), Condition::BreakerOpen(_)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        assert!(t.is_usable(now), "half-open after the reset timeout");
+        assert!(t.admit(now) && t.admit(now), "two trial slots");
+        assert!(!t.admit(now), "no third trial while two are out");
+        assert!(!t.is_usable(now));
+        t.record(Outcome::GatewayFailure, now, || true);
+        assert!(!t.admit(now), "a failed trial opens the breaker again");
+        assert_eq!(t.breaker_opens.load(Ordering::Relaxed), 2);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        assert!(t.admit(now));
+        t.record(Outcome::Success, now, || true);
+        assert_eq!(t.condition(now), Condition::Healthy, "a successful trial closes it");
+        assert!((0..10).all(|_| t.admit(now)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_from_a_tenth_to_all() {
+        let mut p = policy();
+        p.slow_start = Some(SlowStart { window: ApiDuration::from_secs(20) });
+        let t = target(p);
+        let start = Instant::now();
+        assert_eq!(t.weight_factor(start), 0.1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!((t.weight_factor(Instant::now()) - 0.5).abs() < 1e-9);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(t.weight_factor(Instant::now()), 1.0);
+        assert_eq!(t.condition(Instant::now()), Condition::Healthy);
+    }
+
+    #[test]
+    fn panic_mode_starts_below_the_threshold() {
+        assert!(!in_panic(5, 10, 50));
+        assert!(in_panic(4, 10, 50));
+        assert!(!in_panic(0, 10, 0), "0 turns panic mode off");
+        assert!(in_panic(0, 3, 50));
+    }
+
+    #[test]
+    fn at_least_one_target_may_be_ejected() {
+        assert_eq!(max_ejected(3, 10), 1);
+        assert_eq!(max_ejected(10, 50), 5);
+    }
+}
