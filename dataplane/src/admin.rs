@@ -33,10 +33,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use weir_api::Target;
 
-use crate::balance::Load;
 use crate::body::ResponseBody;
 use crate::state::{ChangeError, State};
 use crate::stats::{STATUS_CLASSES, rss_bytes};
+use crate::upstream::Limit;
 
 /// Largest admin request body accepted.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -223,49 +223,65 @@ pub fn status(state: &State) -> Value {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let snapshot = state.snapshot.load();
     let (mut total, mut failed) = (0u64, 0u64);
+    let now = tokio::time::Instant::now();
     let pools: Vec<Value> = snapshot
         .pools
         .iter()
         .map(|p| {
             let errors = &p.stats.proxy_errors;
-            let proxy_5xx =
-                load(&errors.bad_gateway) + load(&errors.unavailable) + load(&errors.timeout);
-            let mut target_5xx = 0;
             let targets: Vec<Value> = p
                 .targets
                 .iter()
-                .enumerate()
-                .map(|(i, t)| {
+                .map(|t| {
                     let s = &t.stats;
-                    target_5xx += load(&s.responses[4]);
                     let responses: serde_json::Map<String, Value> = STATUS_CLASSES
                         .iter()
                         .zip(&s.responses)
                         .map(|(c, n)| ((*c).to_owned(), load(n).into()))
                         .collect();
+                    let condition = t.health.condition(now);
                     json!({
                         "address": s.address,
                         "weight": t.weight,
-                        "state": if p.usable(i) { "usable" } else { "drained" },
+                        "state": t.state(now),
+                        "state_ends_in_seconds": condition.until().map(|u| u.saturating_duration_since(now).as_secs_f64()),
                         "active_requests": load(&s.active_requests),
                         "active_connections": load(&s.active_connections),
                         "requests": load(&s.requests),
                         "responses": responses,
                         "failures": load(&s.failures),
+                        "ejections": load(&t.health.ejections),
+                        "breaker_opens": load(&t.health.breaker_opens),
+                        "health_checks": {
+                            "passed": load(&t.health.checks_passed),
+                            "failed": load(&t.health.checks_failed),
+                        },
                         "bytes_sent": load(&s.bytes_sent),
                         "bytes_received": load(&s.bytes_received),
                     })
                 })
                 .collect();
             let requests = load(&p.stats.requests);
+            let pool_failed = load(&p.stats.failed);
             total += requests;
-            failed += proxy_5xx + target_5xx;
+            failed += pool_failed;
+            let overflows: serde_json::Map<String, Value> = [Limit::MaxConnections, Limit::MaxPendingRequests, Limit::MaxRequests]
+                .iter()
+                .zip(&p.stats.overflows)
+                .map(|(l, n)| (l.as_str().to_owned(), load(n).into()))
+                .collect();
             json!({
                 "name": p.config.name,
                 "algorithm": p.config.algorithm,
                 "routes": p.config.routes,
                 "requests": requests,
-                "success_rate": success_rate(requests, proxy_5xx + target_5xx),
+                "in_flight": load(&p.stats.in_flight),
+                "success_rate": success_rate(requests, pool_failed),
+                "panic": p.stats.panic.load(Ordering::Relaxed),
+                "panics": load(&p.stats.panics),
+                "retries": load(&p.stats.retries),
+                "retries_refused": load(&p.stats.retries_refused),
+                "overflows": overflows,
                 "proxy_errors": {
                     "4xx": load(&errors.client),
                     "502": load(&errors.bad_gateway),

@@ -12,14 +12,23 @@ use hyper::body::Incoming;
 use crate::stats::{InFlight, TargetStats};
 use crate::upstream::Checkout;
 
-/// A request body streamed to a target: counted, and cut off past the body limit so a
-/// client cannot stream without end where `Content-Length` did not announce the size.
+/// A request body on its way to a target, counted as it goes. Either streamed from the
+/// client (cut off past the body limit, so a client cannot stream without end where
+/// `Content-Length` did not announce the size), or buffered so a retry can send it again.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    source: Source,
     target: Arc<TargetStats>,
-    remaining: u64,
-    limit: u64,
+}
+
+#[derive(Debug)]
+enum Source {
+    Stream {
+        inner: Incoming,
+        remaining: u64,
+        limit: u64,
+    },
+    Buffered(Option<Bytes>),
 }
 
 /// The request body went past the configured limit while streaming.
@@ -47,14 +56,30 @@ pub enum ResponseBody {
 }
 
 impl RequestBody {
-    /// Wraps `inner`, counting into `target` and allowing at most `limit` bytes.
-    pub fn new(inner: Incoming, target: Arc<TargetStats>, limit: u64) -> Self {
+    /// Streams `inner` to `target`, allowing at most `limit` bytes.
+    pub fn stream(inner: Incoming, target: Arc<TargetStats>, limit: u64) -> Self {
         Self {
-            inner,
+            source: Source::Stream {
+                inner,
+                remaining: limit,
+                limit,
+            },
             target,
-            remaining: limit,
-            limit,
         }
+    }
+
+    /// Sends `bytes`, already read from the client, to `target`.
+    pub fn buffered(bytes: Bytes, target: Arc<TargetStats>) -> Self {
+        Self {
+            source: Source::Buffered(Some(bytes)),
+            target,
+        }
+    }
+
+    /// The same body, counted for another target: a request that never left is sent on.
+    pub fn retarget(mut self, target: Arc<TargetStats>) -> Self {
+        self.target = target;
+        self
     }
 }
 
@@ -67,31 +92,54 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let (inner, remaining, limit) = match &mut this.source {
+            Source::Buffered(bytes) => {
+                let frame = bytes.take().filter(|b| !b.is_empty()).map(|b| {
+                    this.target
+                        .bytes_sent
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    Ok(Frame::data(b))
+                });
+                return Poll::Ready(frame);
+            }
+            Source::Stream {
+                inner,
+                remaining,
+                limit,
+            } => (inner, remaining, *limit),
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
-                    if len > this.remaining {
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
-                            limit: this.limit,
-                        }))));
+                    if len > *remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                     }
-                    this.remaining -= len;
+                    *remaining -= len;
                     this.target.bytes_sent.fetch_add(len, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            other => other.map_err(|e| Box::new(e) as Self::Error),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            Source::Stream { inner, .. } => inner.is_end_stream(),
+            Source::Buffered(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            Source::Stream { inner, .. } => inner.size_hint(),
+            Source::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

@@ -6,10 +6,13 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{BodyTooLarge, ResponseBody};
 use crate::headers::X_REQUEST_ID;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Limit, UpstreamError};
 
 /// Header naming the proxy-side reason of a proxy-made answer, for clients and dashboards.
 pub const X_WEIR_ERROR: &str = "x-weir-error";
+
+/// Header naming the pool limit that refused a request (`max-requests`, ...).
+pub const X_WEIR_OVERFLOW: &str = "x-weir-overflow";
 
 /// Why the proxy answered a request itself instead of forwarding a target's response.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,9 @@ pub enum ProxyError {
     /// The target did not answer within the pool's request timeout.
     #[error("target {0} did not answer in time")]
     Timeout(std::net::SocketAddr),
+    /// A pool limit (circuit breaker) is reached.
+    #[error("the pool's {} limit is reached", .0.as_str())]
+    Overflow(Limit),
 }
 
 impl ProxyError {
@@ -62,7 +68,7 @@ impl ProxyError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::NoTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoTarget(_) | Self::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -80,6 +86,7 @@ impl ProxyError {
             Self::Connect { .. } => "connect-failure",
             Self::Upstream { .. } => "upstream-failure",
             Self::Timeout(_) => "timeout",
+            Self::Overflow(_) => "overflow",
         }
     }
 
@@ -119,6 +126,9 @@ impl ProxyError {
         headers.insert(X_WEIR_ERROR, HeaderValue::from_static(self.reason()));
         if let Some(id) = request_id {
             headers.insert(&X_REQUEST_ID, id.clone());
+        }
+        if let Self::Overflow(limit) = self {
+            headers.insert(X_WEIR_OVERFLOW, HeaderValue::from_static(limit.as_str()));
         }
         if matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge(_)) {
             // The rest of the request may still be on the wire, unread: don't reuse it.
@@ -167,6 +177,7 @@ mod tests {
                 502,
             ),
             (ProxyError::Timeout(t), 504),
+            (ProxyError::Overflow(Limit::MaxRequests), 503),
         ];
         for (err, status) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

@@ -23,6 +23,18 @@ pub enum Outcome {
     GatewayFailure,
 }
 
+impl Outcome {
+    /// How health counts a response of `status`: 502, 503 and 504 are gateway failures, as
+    /// Envoy counts them, other 5xx server errors, the rest successes.
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            502..=504 => Self::GatewayFailure,
+            500..=599 => Self::ServerError,
+            _ => Self::Success,
+        }
+    }
+}
+
 /// The rules a pool sets for its targets' health.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -51,6 +63,39 @@ pub enum Condition {
     BreakerHalfOpen,
     /// Taking a growing share of its weight, until the instant.
     SlowStart(Instant),
+}
+
+impl Condition {
+    /// The condition's name in `/status` and the `weir_target_state` metric.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::Ejected(_) => "ejected",
+            Self::BreakerOpen(_) => "breaker-open",
+            Self::BreakerHalfOpen => "breaker-half-open",
+            Self::SlowStart(_) => "slow-start",
+        }
+    }
+
+    /// Every name [`Condition::name`] gives, plus `drained` for weight 0.
+    pub const NAMES: [&'static str; 7] = [
+        "healthy",
+        "unhealthy",
+        "ejected",
+        "breaker-open",
+        "breaker-half-open",
+        "slow-start",
+        "drained",
+    ];
+
+    /// When the condition ends by itself, if it does.
+    pub fn until(&self) -> Option<Instant> {
+        match self {
+            Self::Ejected(t) | Self::BreakerOpen(t) | Self::SlowStart(t) => Some(*t),
+            _ => None,
+        }
+    }
 }
 
 /// The health of one target, kept across configuration changes.
@@ -212,8 +257,12 @@ impl TargetHealth {
     }
 
     fn maybe_eject(&self, inner: &mut Inner, now: Instant, may_eject: impl FnOnce() -> bool) {
-        let Some(od) = inner.policy.outlier.clone() else { return };
-        let reason = if od.consecutive_gateway_failures > 0 && inner.consecutive_gateway >= od.consecutive_gateway_failures {
+        let Some(od) = inner.policy.outlier.clone() else {
+            return;
+        };
+        let reason = if od.consecutive_gateway_failures > 0
+            && inner.consecutive_gateway >= od.consecutive_gateway_failures
+        {
             "consecutive gateway failures"
         } else if od.consecutive_5xx > 0 && inner.consecutive_5xx >= od.consecutive_5xx {
             "consecutive 5xx responses"
@@ -230,7 +279,8 @@ impl TargetHealth {
             return;
         }
         inner.ejection_multiplier += 1;
-        let length = (od.base_ejection_time.get() * inner.ejection_multiplier).min(od.max_ejection_time.get());
+        let length = (od.base_ejection_time.get() * inner.ejection_multiplier)
+            .min(od.max_ejection_time.get());
         inner.ejected_until = Some(now + length);
         inner.usable_since = now + length;
         self.ejections.fetch_add(1, Ordering::Relaxed);
@@ -263,18 +313,28 @@ impl TargetHealth {
 
     /// Counts an active check's result at `now`.
     pub fn probe(&self, passed: bool, now: Instant) {
-        let counter = if passed { &self.checks_passed } else { &self.checks_failed };
+        let counter = if passed {
+            &self.checks_passed
+        } else {
+            &self.checks_failed
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         if passed && self.clean.load(Ordering::Acquire) {
             return;
         }
         let mut inner = self.lock();
-        let Some(check) = inner.policy.check.clone() else { return };
+        let Some(check) = inner.policy.check.clone() else {
+            return;
+        };
         if passed == inner.healthy {
             inner.streak = 0;
         } else {
             inner.streak += 1;
-            let threshold = if passed { check.healthy_threshold } else { check.unhealthy_threshold };
+            let threshold = if passed {
+                check.healthy_threshold
+            } else {
+                check.unhealthy_threshold
+            };
             if inner.streak >= threshold {
                 inner.healthy = passed;
                 inner.streak = 0;
@@ -320,7 +380,9 @@ impl TargetHealth {
             Breaker::Closed { .. } => {}
         }
         match &inner.policy.slow_start {
-            Some(s) if ramp(&inner, now) < 1.0 => Condition::SlowStart(inner.usable_since + s.window.get()),
+            Some(s) if ramp(&inner, now) < 1.0 => {
+                Condition::SlowStart(inner.usable_since + s.window.get())
+            }
             _ => Condition::Healthy,
         }
     }
@@ -343,7 +405,9 @@ impl TargetHealth {
 }
 
 fn ramp(inner: &Inner, now: Instant) -> f64 {
-    let Some(s) = &inner.policy.slow_start else { return 1.0 };
+    let Some(s) = &inner.policy.slow_start else {
+        return 1.0;
+    };
     let window = s.window.get();
     let elapsed = now.saturating_duration_since(inner.usable_since);
     if elapsed >= window || window.is_zero() {
@@ -377,8 +441,15 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             check: Some(HealthCheck::default()),
-            outlier: Some(OutlierDetection { consecutive_5xx: 3, consecutive_gateway_failures: 2, ..Default::default() }),
-            breaker: CircuitBreaker { failure_threshold: 100, ..Default::default() },
+            outlier: Some(OutlierDetection {
+                consecutive_5xx: 3,
+                consecutive_gateway_failures: 2,
+                ..Default::default()
+            }),
+            breaker: CircuitBreaker {
+                failure_threshold: 100,
+                ..Default::default()
+            },
             slow_start: None,
         }
     }
@@ -394,12 +465,18 @@ mod tests {
         assert!(t.is_usable(now), "a target starts usable");
         t.probe(false, now);
         t.probe(false, now);
-        assert!(t.is_usable(now), "two failures are under the fall threshold of 3");
+        assert!(
+            t.is_usable(now),
+            "two failures are under the fall threshold of 3"
+        );
         t.probe(false, now);
         assert!(!t.is_usable(now));
         assert_eq!(t.condition(now), Condition::Unhealthy);
         t.probe(true, now);
-        assert!(!t.is_usable(now), "one pass is under the rise threshold of 2");
+        assert!(
+            !t.is_usable(now),
+            "one pass is under the rise threshold of 2"
+        );
         t.probe(false, now);
         t.probe(true, now);
         assert!(!t.is_usable(now), "a failure in between restarts the count");
@@ -410,7 +487,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_target_can_start_unhealthy() {
         let mut p = policy();
-        p.check = Some(HealthCheck { start_unhealthy: true, ..Default::default() });
+        p.check = Some(HealthCheck {
+            start_unhealthy: true,
+            ..Default::default()
+        });
         let t = target(p);
         assert!(!t.is_usable(Instant::now()));
         t.probe(true, Instant::now());
@@ -433,11 +513,16 @@ mod tests {
             let start = Instant::now();
             t.record(Outcome::GatewayFailure, start, || true);
             t.record(Outcome::GatewayFailure, start, || true);
-            let Condition::Ejected(until) = t.condition(start) else { panic!("not ejected") };
+            let Condition::Ejected(until) = t.condition(start) else {
+                panic!("not ejected")
+            };
             lengths.push((until - start).as_secs());
             assert!(!t.is_usable(start));
             tokio::time::advance(until - start).await;
-            assert!(t.is_usable(Instant::now()), "usable again when the ejection ends");
+            assert!(
+                t.is_usable(Instant::now()),
+                "usable again when the ejection ends"
+            );
         }
         assert_eq!(lengths, [30, 60, 75, 75]);
         assert_eq!(t.ejections.load(Ordering::Relaxed), 4);
@@ -451,7 +536,10 @@ mod tests {
         t.record(Outcome::ServerError, now, || true);
         t.record(Outcome::Success, now, || true);
         t.record(Outcome::ServerError, now, || true);
-        assert!(t.is_usable(now), "the 5xx count restarted after the success");
+        assert!(
+            t.is_usable(now),
+            "the 5xx count restarted after the success"
+        );
         t.record(Outcome::ServerError, now, || false);
         t.record(Outcome::ServerError, now, || false);
         assert!(t.is_usable(now), "maxEjectionPercent reached: not ejected");
@@ -503,14 +591,20 @@ mod tests {
         let now = Instant::now();
         assert!(t.admit(now));
         t.record(Outcome::Success, now, || true);
-        assert_eq!(t.condition(now), Condition::Healthy, "a successful trial closes it");
+        assert_eq!(
+            t.condition(now),
+            Condition::Healthy,
+            "a successful trial closes it"
+        );
         assert!((0..10).all(|_| t.admit(now)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn slow_start_ramps_from_a_tenth_to_all() {
         let mut p = policy();
-        p.slow_start = Some(SlowStart { window: ApiDuration::from_secs(20) });
+        p.slow_start = Some(SlowStart {
+            window: ApiDuration::from_secs(20),
+        });
         let t = target(p);
         let start = Instant::now();
         assert_eq!(t.weight_factor(start), 0.1);

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod checker;
 pub mod config_file;
 pub mod error;
 pub mod hash;
@@ -20,6 +21,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod retry;
 pub mod router;
 pub mod server;
 pub mod settings;

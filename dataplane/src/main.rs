@@ -122,10 +122,10 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
     {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
             loop {
                 tick.tick().await;
-                state.sweep_idle_connections();
+                state.maintain();
             }
         });
     }

@@ -12,9 +12,10 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::balance::Load;
+use crate::health::Condition;
 use crate::state::State;
 use crate::stats::STATUS_CLASSES;
+use crate::upstream::Limit;
 
 /// A Prometheus registry holding Weir's collector.
 pub fn registry(state: Arc<State>) -> Registry {
@@ -228,15 +229,126 @@ impl Collector for WeirCollector {
                 }
             }
         }
+        let now = tokio::time::Instant::now();
         let mut m = e.encode_descriptor(
-            "target_usable",
-            "1 when a target may take requests, 0 when drained.",
+            "target_state",
+            "1 for the state each target is in (healthy, unhealthy, ejected, breaker-open, breaker-half-open, slow-start, drained), 0 for the others.",
             None,
             MetricType::Gauge,
         )?;
-        for (p, i, _, labels) in &targets {
-            m.encode_family(labels)?
-                .encode_gauge(&u64::from(p.usable(*i)))?;
+        for (_, _, t, labels) in &targets {
+            let current = t.state(now);
+            for name in Condition::NAMES {
+                let labels = [
+                    labels[0].clone(),
+                    labels[1].clone(),
+                    ("state", name.to_owned()),
+                ];
+                m.encode_family(&labels)?
+                    .encode_gauge(&u64::from(name == current))?;
+            }
+        }
+        type Health = fn(&crate::health::TargetHealth) -> u64;
+        let per_health: [(&str, &str, Health); 2] = [
+            (
+                "target_ejections",
+                "Times each target was ejected by outlier detection.",
+                |h| load(&h.ejections),
+            ),
+            (
+                "target_breaker_opens",
+                "Times each target's circuit breaker opened.",
+                |h| load(&h.breaker_opens),
+            ),
+        ];
+        for (name, help, read) in per_health {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (_, _, t, labels) in &targets {
+                m.encode_family(labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&read(&t.health), None)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "target_health_checks",
+            "Active health checks by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (_, _, t, labels) in &targets {
+            for (result, n) in [
+                ("passed", &t.health.checks_passed),
+                ("failed", &t.health.checks_failed),
+            ] {
+                let labels = [
+                    labels[0].clone(),
+                    labels[1].clone(),
+                    ("result", result.to_owned()),
+                ];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "pool_overflows",
+            "Requests refused at once by a pool limit (answered 503).",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &snapshot.pools {
+            for (limit, n) in [
+                Limit::MaxConnections,
+                Limit::MaxPendingRequests,
+                Limit::MaxRequests,
+            ]
+            .iter()
+            .zip(&p.stats.overflows)
+            {
+                m.encode_family(&[("pool", p.config.name.as_str()), ("limit", limit.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+            }
+        }
+        type Pool = fn(&crate::stats::PoolStats) -> u64;
+        let per_pool: [(&str, &str, MetricType, Pool); 5] = [
+            ("pool_retries", "Retries sent.", MetricType::Counter, |s| {
+                load(&s.retries)
+            }),
+            (
+                "pool_retries_refused",
+                "Retries not sent because the retry budget was spent.",
+                MetricType::Counter,
+                |s| load(&s.retries_refused),
+            ),
+            (
+                "pool_in_flight",
+                "Requests in flight in each pool.",
+                MetricType::Gauge,
+                |s| load(&s.in_flight),
+            ),
+            (
+                "pool_panic",
+                "1 while a pool is in panic mode (balancing across all targets, healthy or not).",
+                MetricType::Gauge,
+                |s| u64::from(s.panic.load(Ordering::Relaxed)),
+            ),
+            (
+                "pool_panics",
+                "Times each pool entered panic mode.",
+                MetricType::Counter,
+                |s| load(&s.panics),
+            ),
+        ];
+        for (name, help, kind, read) in per_pool {
+            let mut m = e.encode_descriptor(name, help, None, kind)?;
+            for p in &snapshot.pools {
+                let labels = [("pool", p.config.name.as_str())];
+                let mut f = m.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => {
+                        f.encode_counter::<NoLabelSet, _, u64>(&read(&p.stats), None)?
+                    }
+                    _ => f.encode_gauge(&read(&p.stats))?,
+                }
+            }
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! One request through the proxy: check, route, pick, rewrite, forward, answer.
 
+use http_body_util::{BodyExt, Limited};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -10,16 +11,19 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use weir_api::UpstreamProtocol;
+use weir_api::{RetryOn, UpstreamProtocol};
 
 use crate::balance::{Load, Pick};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::hash::stable_hash;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::health::Outcome;
+use crate::retry::{self, Failure, is_idempotent};
 use crate::settings::ProxySettings;
-use crate::state::{Affinity, PoolState, State};
+use crate::state::{Affinity, Candidates, PoolState, State};
 use crate::stats::InFlight;
+use crate::upstream::{Checkout, ConnectionLimits, Limit, SendError, UpstreamError};
 
 /// The downstream connection a request arrived on.
 #[derive(Clone, Debug)]
@@ -62,7 +66,12 @@ pub async fn serve(
     };
     pool.stats.requests.fetch_add(1, Ordering::Relaxed);
     match forward(&state.settings, pool, req, peer, &request_id, arrived).await {
-        Ok(response) => response,
+        Ok(response) => {
+            if response.status().is_server_error() {
+                pool.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            response
+        }
         Err(e) => {
             let errors = &pool.stats.proxy_errors;
             let counter = match e.status() {
@@ -72,6 +81,9 @@ pub async fn serve(
                 _ => &errors.client,
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            if e.status().is_server_error() {
+                pool.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
             pool.stats.latency.observe(arrived.elapsed());
             e.into_response(Some(&request_id))
         }
@@ -133,8 +145,15 @@ async fn forward(
     request_id: &HeaderValue,
     arrived: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let (index, set_cookie) = choose(pool, &req, peer.addr.ip())?;
-    let target = &pool.targets[index];
+    let breaker = &pool.config.circuit_breaker;
+    let pool_request = pool
+        .stats
+        .enter(breaker.max_requests)
+        .ok_or(ProxyError::Overflow(Limit::MaxRequests))?;
+    let limits = ConnectionLimits {
+        max_connections: u64::from(breaker.max_connections),
+        max_pending: u64::from(breaker.max_pending_requests),
+    };
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -154,15 +173,13 @@ async fn forward(
     );
     headers::ensure_trace(headers);
     let protocol = pool.config.upstream.protocol;
-    let authority = match protocol {
+    // HTTP/2 targets read the host from :authority; the connection is already chosen, so it
+    // carries the client's host (or, without one, the target's address).
+    let h2_authority = match protocol {
         UpstreamProtocol::Http1 => None,
-        // HTTP/2 targets read the host from :authority; the connection is already chosen,
-        // so it carries the client's host, falling back to the target's address.
-        UpstreamProtocol::Http2 => Some(
-            host.as_ref()
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| target.authority.clone()),
-        ),
+        UpstreamProtocol::Http2 => host
+            .as_ref()
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
     };
     // An absolute-form (or HTTP/2) request was routed by its URI's authority, which also
     // replaces any Host the client sent (RFC 9112 §3.2.2), so the target sees that host too.
@@ -171,33 +188,227 @@ async fn forward(
             headers.insert(header::HOST, h);
         }
     }
-    parts.uri = upstream_uri(authority, &parts.uri);
-    parts.version = match protocol {
+    let version = match protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
 
-    let in_flight = InFlight::start(target.stats.clone());
-    let body = RequestBody::new(body, target.stats.clone(), settings.max_body_bytes);
-    let request = target.pool.send(Request::from_parts(parts, body));
-    let timeout = pool.config.timeouts.request.get();
-    let (mut response, checkout) = match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(exchanged)) => exchanged,
-        Ok(Err(e)) => {
-            let e = ProxyError::from_upstream(target.stats.address, &e);
-            if !matches!(e, ProxyError::PayloadTooLarge(_)) {
-                target.stats.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            return Err(e);
-        }
-        Err(_) => {
-            target.stats.failures.fetch_add(1, Ordering::Relaxed);
-            return Err(ProxyError::Timeout(target.stats.address));
-        }
+    let policy = &pool.config.retries;
+    // A request that never left can always go to another target; one that may have reached
+    // its target is replayed only if the policy retries such failures, the method allows it,
+    // and its body is buffered.
+    let replay_after_send = policy.attempts > 1
+        && !upgrade
+        && policy.on.iter().any(|on| *on != RetryOn::ConnectFailure)
+        && (is_idempotent(&parts.method) || policy.non_idempotent);
+    let mut body = match body.size_hint().upper() {
+        Some(len) if replay_after_send && len <= policy.max_buffer_bytes => Pending::Buffered(
+            Limited::new(body, policy.max_buffer_bytes as usize)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::BadRequest("the request body ended early"))?
+                .to_bytes(),
+        ),
+        _ => Pending::Stream(body),
     };
-    target.stats.record_status(response.status().as_u16());
-    pool.stats.latency.observe(arrived.elapsed());
+    let started = Instant::now();
+    let deadline = started + pool.config.timeouts.request.get();
+    let mut tried = Tried::default();
+    let mut unsent: Option<Request<RequestBody>> = None;
+    let mut _retry = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let now = Instant::now();
+        let (index, set_cookie) =
+            select(pool, &parts.headers, peer.addr.ip(), now, tried.as_slice())?;
+        tried.push(index);
+        let target = &pool.targets[index];
+        let last_try = attempt >= policy.attempts;
+        let request = match unsent.take() {
+            Some(request) => {
+                let (head, body) = request.into_parts();
+                Request::from_parts(head, body.retarget(target.stats.clone()))
+            }
+            None => {
+                let body = match std::mem::replace(&mut body, Pending::Sent) {
+                    Pending::Buffered(bytes) => {
+                        body = Pending::Buffered(bytes.clone());
+                        RequestBody::buffered(bytes, target.stats.clone())
+                    }
+                    Pending::Stream(incoming) => {
+                        RequestBody::stream(incoming, target.stats.clone(), settings.max_body_bytes)
+                    }
+                    Pending::Sent => unreachable!("a sent streamed body is never retried"),
+                };
+                let mut request = Request::new(body);
+                *request.method_mut() = parts.method.clone();
+                *request.uri_mut() = upstream_uri(
+                    h2_authority.clone().or_else(|| {
+                        (protocol == UpstreamProtocol::Http2).then(|| target.authority.clone())
+                    }),
+                    &parts.uri,
+                );
+                *request.version_mut() = version;
+                *request.headers_mut() = if replay_after_send && !last_try {
+                    parts.headers.clone()
+                } else {
+                    std::mem::take(&mut parts.headers)
+                };
+                request
+            }
+        };
 
+        let in_flight = InFlight::start(target.stats.clone());
+        let per_try = deadline.saturating_duration_since(now);
+        let per_try = pool
+            .config
+            .timeouts
+            .per_try
+            .map_or(per_try, |p| p.get().min(per_try));
+        let sent = tokio::time::timeout(per_try, target.pool.send(request, limits)).await;
+        let done = Instant::now();
+        let (failure, error) = match sent {
+            Ok(Ok((response, checkout))) => {
+                let status = response.status().as_u16();
+                target.stats.record_status(status);
+                target
+                    .health
+                    .record(Outcome::of_status(status), done, || pool.may_eject(done));
+                let failure = Failure::Status(status);
+                let again =
+                    !last_try && failure.listed_in(policy) && matches!(body, Pending::Buffered(_));
+                if !again {
+                    pool.stats.latency.observe(arrived.elapsed());
+                    let in_flight = in_flight.hold(pool_request);
+                    return Ok(respond(
+                        response,
+                        checkout,
+                        in_flight,
+                        set_cookie,
+                        request_id,
+                        client_upgrade,
+                    ));
+                }
+                (
+                    failure,
+                    ProxyError::Upstream {
+                        target: target.stats.address,
+                        reason: format!("answered {status}"),
+                    },
+                )
+            }
+            Ok(Err(SendError {
+                error,
+                unsent: back,
+            })) => {
+                if let UpstreamError::Overflow(limit) = error {
+                    pool.stats.overflowed(limit);
+                    return Err(ProxyError::Overflow(limit));
+                }
+                let error = ProxyError::from_upstream(target.stats.address, &error);
+                if let ProxyError::PayloadTooLarge(_) = error {
+                    return Err(error);
+                }
+                target.stats.failures.fetch_add(1, Ordering::Relaxed);
+                target
+                    .health
+                    .record(Outcome::GatewayFailure, done, || pool.may_eject(done));
+                let failure = if back.is_some() {
+                    Failure::ConnectFailure
+                } else {
+                    Failure::Reset
+                };
+                if let Some(back) = back {
+                    unsent = Some(back);
+                } else if matches!(body, Pending::Sent) {
+                    // The streamed body is gone with the try: nothing to send again.
+                    return Err(error);
+                }
+                (failure, error)
+            }
+            Err(_) => {
+                target.stats.failures.fetch_add(1, Ordering::Relaxed);
+                target
+                    .health
+                    .record(Outcome::GatewayFailure, done, || pool.may_eject(done));
+                (
+                    Failure::PerTryTimeout,
+                    ProxyError::Timeout(target.stats.address),
+                )
+            }
+        };
+        drop(in_flight);
+        let resendable = unsent.is_some() || matches!(body, Pending::Buffered(_));
+        if last_try
+            || !resendable
+            || !retry::retryable(policy, failure, &parts.method)
+            || done >= deadline
+        {
+            return Err(if done >= deadline {
+                ProxyError::Timeout(target.stats.address)
+            } else {
+                error
+            });
+        }
+        let in_flight_now = pool.stats.in_flight.load(Ordering::Relaxed);
+        let Some(guard) = pool.stats.retry_budget.try_acquire(
+            in_flight_now,
+            policy.budget_percent,
+            policy.min_concurrent,
+        ) else {
+            pool.stats.retries_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        };
+        _retry = Some(guard);
+        pool.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pool = %pool.config.name, target = %target.stats.address, ?failure, attempt, "retrying on another target");
+        let wait = retry::backoff(attempt, policy.backoff_base.get(), policy.backoff_max.get());
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// What is left of the request body for the next try.
+enum Pending {
+    /// Not read yet: goes with the first try.
+    Stream(Incoming),
+    /// Read whole: every try sends it.
+    Buffered(bytes::Bytes),
+    /// Streamed to a target already.
+    Sent,
+}
+
+/// Targets tried so far; at most `retries.attempts` (10), so a fixed array saves an
+/// allocation on every request.
+#[derive(Default)]
+struct Tried {
+    items: [usize; 10],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if self.len < self.items.len() {
+            self.items[self.len] = i;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.items[..self.len]
+    }
+}
+
+/// The target's response, turned into the client's: affinity cookie, request id, hop-by-hop
+/// fields removed, and either a tunnel (101) or the body streamed through.
+fn respond(
+    mut response: Response<Incoming>,
+    checkout: Option<Checkout>,
+    in_flight: InFlight,
+    set_cookie: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ResponseBody> {
     let headers = response.headers_mut();
     if let Some(cookie) = set_cookie {
         headers.append(header::SET_COOKIE, cookie.clone());
@@ -217,7 +428,7 @@ async fn forward(
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
             });
-            Ok(response.map(|_| ResponseBody::empty()))
+            response.map(|_| ResponseBody::empty())
         }
         _ => {
             headers::strip_hop_by_hop(response.headers_mut(), false);
@@ -229,50 +440,97 @@ async fn forward(
                     c.release();
                 }
             }
-            Ok(response.map(|inner| ResponseBody::Upstream {
+            response.map(|inner| ResponseBody::Upstream {
                 inner,
                 in_flight,
                 checkout,
-            }))
+            })
         }
     }
 }
 
-/// Picks the target for a request and, with cookie affinity, the cookie to set.
-fn choose<'p>(
+/// Picks the target for one try and, with cookie affinity, the cookie to set: by affinity
+/// first, then by the balancer; never one in `tried` while another is usable; admitted by
+/// its breaker (a half-open breaker lets only its trial requests through) and, while it
+/// ramps up under slow start, with the probability of its ramp.
+fn select<'p>(
     pool: &'p PoolState,
-    req: &Request<Incoming>,
+    headers: &HeaderMap,
     client: IpAddr,
+    now: Instant,
+    tried: &[usize],
 ) -> Result<(usize, Option<&'p HeaderValue>), ProxyError> {
+    let mut refused: Vec<usize> = Vec::new();
+    let mut allow_repeats = false;
+    for _ in 0..=pool.targets.len() + 2 {
+        let excluded: Vec<usize>;
+        let exclude: &[usize] = match (refused.is_empty(), allow_repeats) {
+            (true, false) => tried,
+            (true, true) => &[],
+            (false, false) => {
+                excluded = [tried, &refused].concat();
+                &excluded
+            }
+            (false, true) => &refused,
+        };
+        let candidates = Candidates { pool, now, exclude };
+        let Some((i, set_cookie)) = pick(pool, &candidates, headers, client) else {
+            if !allow_repeats && !tried.is_empty() {
+                // Every other target is tried or unusable: a target may take a second try.
+                allow_repeats = true;
+                continue;
+            }
+            break;
+        };
+        let health = &pool.targets[i].health;
+        let ramp = health.weight_factor(now);
+        if ramp < 1.0 && fastrand::f64() >= ramp && refused.len() < 3 {
+            refused.push(i);
+            continue;
+        }
+        if !health.admit(now) {
+            refused.push(i);
+            continue;
+        }
+        return Ok((i, set_cookie));
+    }
+    Err(ProxyError::NoTarget(pool.config.name.clone()))
+}
+
+/// One pick among `candidates`, honouring session affinity.
+fn pick<'p>(
+    pool: &'p PoolState,
+    candidates: &Candidates<'_>,
+    headers: &HeaderMap,
+    client: IpAddr,
+) -> Option<(usize, Option<&'p HeaderValue>)> {
     let client_key = || match client {
         IpAddr::V4(ip) => stable_hash(&ip.octets(), 0),
         IpAddr::V6(ip) => stable_hash(&ip.octets(), 0),
     };
-    let picked = match &pool.affinity {
-        Affinity::None => pool.balancer.pick(pool, client_key),
+    match &pool.affinity {
+        Affinity::None => pool
+            .balancer
+            .pick(candidates, client_key)
+            .map(|i| (i, None)),
         Affinity::Cookie { name, by_id } => {
-            let pinned = cookie(req.headers(), name)
+            let pinned = cookie(headers, name)
                 .and_then(|v| u64::from_str_radix(v, 16).ok())
                 .and_then(|id| by_id.get(&id).copied())
-                .filter(|i| pool.usable(*i));
+                .filter(|i| candidates.usable(*i));
             if let Some(i) = pinned {
-                return Ok((i, None));
+                return Some((i, None));
             }
-            let i = pool
-                .balancer
-                .pick(pool, client_key)
-                .ok_or_else(|| ProxyError::NoTarget(pool.config.name.clone()))?;
-            return Ok((i, pool.targets[i].set_cookie.as_ref()));
+            let i = pool.balancer.pick(candidates, client_key)?;
+            Some((i, pool.targets[i].set_cookie.as_ref()))
         }
-        Affinity::Header { name, table } => match req.headers().get(name) {
-            Some(v) => table.pick(pool, || stable_hash(v.as_bytes(), 0)),
-            None => pool.balancer.pick(pool, client_key),
-        },
-        Affinity::ClientIp { table } => table.pick(pool, client_key),
-    };
-    picked
-        .map(|i| (i, None))
-        .ok_or_else(|| ProxyError::NoTarget(pool.config.name.clone()))
+        Affinity::Header { name, table } => match headers.get(name) {
+            Some(v) => table.pick(candidates, || stable_hash(v.as_bytes(), 0)),
+            None => pool.balancer.pick(candidates, client_key),
+        }
+        .map(|i| (i, None)),
+        Affinity::ClientIp { table } => table.pick(candidates, client_key).map(|i| (i, None)),
+    }
 }
 
 /// The value of cookie `name` among the request's `Cookie` headers.

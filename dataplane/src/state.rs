@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::Instant as StdInstant;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -18,7 +20,9 @@ use http::uri::Authority;
 use weir_api::{AffinityKind, Pool, PoolsFile, Target};
 
 use crate::balance::{Balancer, Load, Maglev, Weighted};
+use crate::checker::Checker;
 use crate::hash::stable_hash;
+use crate::health::{self, Condition, Policy, TargetHealth};
 use crate::router::Router;
 use crate::settings::ProxySettings;
 use crate::stats::{ListenerStats, PoolStats, TargetStats};
@@ -39,7 +43,7 @@ pub struct State {
     /// Listener-level limits and behaviour.
     pub settings: ProxySettings,
     /// When the process started.
-    pub started: Instant,
+    pub started: StdInstant,
     /// The pools the snapshot was built from, with admin changes applied; changes are made
     /// under this lock so two of them cannot lose each other's edit.
     desired: Mutex<PoolsFile>,
@@ -88,6 +92,8 @@ pub struct TargetState {
     pub stats: Arc<TargetStats>,
     /// Connections to the target.
     pub pool: Arc<TargetPool>,
+    /// Health of the target.
+    pub health: Arc<TargetHealth>,
 }
 
 /// Session affinity, compiled for the request path.
@@ -126,7 +132,16 @@ pub struct Registry {
 #[derive(Debug)]
 struct PoolParts {
     stats: Arc<PoolStats>,
-    targets: HashMap<SocketAddr, (Arc<TargetStats>, Arc<TargetPool>)>,
+    targets: HashMap<SocketAddr, TargetParts>,
+}
+
+/// What a target keeps across configurations.
+#[derive(Debug)]
+struct TargetParts {
+    stats: Arc<TargetStats>,
+    pool: Arc<TargetPool>,
+    health: Arc<TargetHealth>,
+    checker: Option<Checker>,
 }
 
 /// Why an admin change was refused.
@@ -166,7 +181,7 @@ impl State {
             registry,
             listener: ListenerStats::default(),
             settings,
-            started: Instant::now(),
+            started: StdInstant::now(),
             desired: Mutex::new(pools),
             ready: false.into(),
             draining: false.into(),
@@ -200,9 +215,12 @@ impl State {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Closes idle target connections past their pool's idle timeout.
-    pub fn sweep_idle_connections(&self) {
+    /// Periodic upkeep: re-evaluates each pool's panic mode and closes idle target
+    /// connections past their idle timeout.
+    pub fn maintain(&self) {
+        let now = Instant::now();
         for pool in &self.snapshot.load().pools {
+            pool.evaluate_panic(now);
             pool.targets.iter().for_each(|t| t.pool.sweep());
         }
     }
@@ -312,6 +330,12 @@ impl Registry {
 
 fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     let settings = ClientSettings::of(pool);
+    let policy = Policy {
+        check: pool.health_check.clone(),
+        outlier: pool.outlier_detection.clone(),
+        breaker: pool.circuit_breaker.clone(),
+        slow_start: pool.slow_start.clone(),
+    };
     let part = parts.entry(pool.name.clone()).or_insert_with(|| PoolParts {
         stats: Arc::default(),
         targets: HashMap::new(),
@@ -322,27 +346,40 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         .session_affinity
         .as_ref()
         .filter(|a| a.kind == AffinityKind::Cookie);
+    let shared = part.stats.connections.clone();
     let targets: Vec<TargetState> = pool
         .targets
         .iter()
         .map(|t| {
-            let (stats, conns) = part.targets.entry(t.address).or_insert_with(|| {
-                let stats = Arc::new(TargetStats::new(t.address));
-                let conns = TargetPool::new(
+            let new_pool = |stats: &TargetStats| {
+                Arc::new(TargetPool::new(
                     t.address,
                     settings.clone(),
                     stats.active_connections.clone(),
-                );
-                (stats, Arc::new(conns))
+                    shared.clone(),
+                ))
+            };
+            let parts = part.targets.entry(t.address).or_insert_with(|| {
+                let stats = Arc::new(TargetStats::new(t.address));
+                TargetParts {
+                    pool: new_pool(&stats),
+                    stats,
+                    health: Arc::new(TargetHealth::new(t.address, policy.clone())),
+                    checker: None,
+                }
             });
-            if *conns.settings() != settings {
+            if *parts.pool.settings() != settings {
                 // New connection settings take a new pool; the old one's connections close
                 // as their in-flight requests finish.
-                *conns = Arc::new(TargetPool::new(
-                    t.address,
-                    settings.clone(),
-                    stats.active_connections.clone(),
-                ));
+                parts.pool = new_pool(&parts.stats);
+            }
+            parts.health.configure(&policy);
+            if parts.checker.as_ref().map(|c| &c.config) != policy.check.as_ref() {
+                // Dropping the old checker stops it.
+                parts.checker = policy
+                    .check
+                    .clone()
+                    .map(|check| Checker::spawn(t.address, check, parts.health.clone()));
             }
             TargetState {
                 weight: t.weight,
@@ -350,8 +387,9 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
                     .expect("a socket address is an authority"),
                 set_cookie: cookie
                     .map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
-                stats: stats.clone(),
-                pool: conns.clone(),
+                stats: parts.stats.clone(),
+                pool: parts.pool.clone(),
+                health: parts.health.clone(),
             }
         })
         .collect();
@@ -409,15 +447,77 @@ fn set_cookie(name: &str, id: u64, ttl: Option<weir_api::Duration>) -> HeaderVal
     HeaderValue::try_from(v).expect("validated cookie name and hex value")
 }
 
-impl Load for PoolState {
+/// A pool's targets as one pick sees them: at one instant, without the targets already tried.
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    /// The pool.
+    pub pool: &'a PoolState,
+    /// The instant of the pick.
+    pub now: Instant,
+    /// Targets left out (already tried, or refused admission).
+    pub exclude: &'a [usize],
+}
+
+impl PoolState {
+    /// Whether target `i` may take a request at `now`: weighted, and healthy unless the pool
+    /// is in panic mode, where health is ignored.
+    pub fn usable(&self, i: usize, now: Instant) -> bool {
+        let t = &self.targets[i];
+        t.weight > 0 && (self.stats.panic.load(Ordering::Relaxed) || t.health.is_usable(now))
+    }
+
+    /// Re-evaluates panic mode: fewer than `panicThreshold` percent of the weighted targets
+    /// usable. Logs and counts each entry into panic mode.
+    pub fn evaluate_panic(&self, now: Instant) {
+        let weighted: Vec<&TargetState> = self.targets.iter().filter(|t| t.weight > 0).collect();
+        let usable = weighted.iter().filter(|t| t.health.is_usable(now)).count();
+        let panic = health::in_panic(usable, weighted.len(), self.config.panic_threshold);
+        let was = self.stats.panic.swap(panic, Ordering::Relaxed);
+        if panic && !was {
+            self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                pool = %self.config.name, usable, targets = weighted.len(), threshold = self.config.panic_threshold,
+                "panic mode: too few usable targets, balancing across all of them"
+            );
+        } else if was && !panic {
+            tracing::info!(pool = %self.config.name, usable, targets = weighted.len(), "panic mode over");
+        }
+    }
+
+    /// Whether one more target of this pool may be ejected under `maxEjectionPercent`.
+    pub fn may_eject(&self, now: Instant) -> bool {
+        let Some(od) = &self.config.outlier_detection else {
+            return false;
+        };
+        let ejected = self
+            .targets
+            .iter()
+            .filter(|t| matches!(t.health.condition(now), Condition::Ejected(_)))
+            .count();
+        ejected < health::max_ejected(self.targets.len(), od.max_ejection_percent)
+    }
+}
+
+impl TargetState {
+    /// The target's state name at `now`: `drained` at weight 0, else its health condition.
+    pub fn state(&self, now: Instant) -> &'static str {
+        if self.weight == 0 {
+            "drained"
+        } else {
+            self.health.condition(now).name()
+        }
+    }
+}
+
+impl Load for Candidates<'_> {
     fn active(&self, i: usize) -> u64 {
-        self.targets[i]
+        self.pool.targets[i]
             .stats
             .active_requests
             .load(Ordering::Relaxed)
     }
 
     fn usable(&self, i: usize) -> bool {
-        self.targets[i].weight > 0
+        !self.exclude.contains(&i) && self.pool.usable(i, self.now)
     }
 }

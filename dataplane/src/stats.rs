@@ -6,8 +6,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::retry::Budget;
+use crate::upstream::{Limit, PoolCounters};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -43,6 +46,25 @@ pub struct TargetStats {
 pub struct PoolStats {
     /// Requests routed to the pool.
     pub requests: AtomicU64,
+    /// Requests answered 5xx to the client, by a target or by the proxy.
+    pub failed: AtomicU64,
+    /// Requests in flight in the pool (`circuitBreaker.maxRequests`, the retry budget).
+    pub in_flight: AtomicU64,
+    /// Retries sent.
+    pub retries: AtomicU64,
+    /// Retries not sent because the budget was spent.
+    pub retries_refused: AtomicU64,
+    /// Retries in flight, against the budget.
+    pub retry_budget: Budget,
+    /// Requests refused by each pool limit: max-connections, max-pending-requests,
+    /// max-requests.
+    pub overflows: [AtomicU64; 3],
+    /// Whether the pool is in panic mode (too few usable targets: balancing across all).
+    pub panic: AtomicBool,
+    /// Times the pool entered panic mode.
+    pub panics: AtomicU64,
+    /// Connection counters shared by the pool's targets.
+    pub connections: Arc<PoolCounters>,
     /// Answers by the proxy itself (no usable target, timeouts, upstream failures), by status.
     pub proxy_errors: ErrorCounts,
     /// Time from the request's arrival to the response head.
@@ -142,28 +164,70 @@ impl Histogram {
     }
 }
 
+impl PoolStats {
+    /// Counts a request refused by `limit`.
+    pub fn overflowed(&self, limit: Limit) {
+        let i = match limit {
+            Limit::MaxConnections => 0,
+            Limit::MaxPendingRequests => 1,
+            Limit::MaxRequests => 2,
+        };
+        self.overflows[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Enters a request into the pool unless `max` are in flight already.
+    pub fn enter(self: &Arc<Self>, max: u32) -> Option<PoolRequest> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= u64::from(max) {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.overflowed(Limit::MaxRequests);
+            return None;
+        }
+        Some(PoolRequest(self.clone()))
+    }
+}
+
+/// A request in flight in a pool, from routing to the end of its response body; leaves the
+/// pool when dropped.
+#[derive(Debug)]
+pub struct PoolRequest(Arc<PoolStats>);
+
+impl Drop for PoolRequest {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Decrements a counter when dropped: marks the end of an in-flight request however the
 /// request ends (finished, failed, or abandoned by the client).
 #[derive(Debug)]
-pub struct InFlight(Arc<TargetStats>);
+pub struct InFlight {
+    target: Arc<TargetStats>,
+    pool: Option<PoolRequest>,
+}
 
 impl InFlight {
     /// Counts a request to `target` as in flight until the guard drops.
     pub fn start(target: Arc<TargetStats>) -> Self {
         target.active_requests.fetch_add(1, Ordering::Relaxed);
         target.requests.fetch_add(1, Ordering::Relaxed);
-        Self(target)
+        Self { target, pool: None }
+    }
+
+    /// Keeps the request counted in its pool for as long as it is in flight to the target.
+    pub fn hold(mut self, pool: PoolRequest) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// The target this request went to.
     pub fn target(&self) -> &Arc<TargetStats> {
-        &self.0
+        &self.target
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+        self.target.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -44,6 +44,57 @@ pub struct TargetPool {
     idle: Mutex<VecDeque<IdleConnection>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     connections: Arc<AtomicU64>,
+    shared: Arc<PoolCounters>,
+}
+
+/// Counters shared by the targets of one pool, for the pool's circuit-breaker limits.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    /// Open connections to all the pool's targets.
+    pub connections: AtomicU64,
+    /// Requests waiting for a connection to be opened.
+    pub pending: AtomicU64,
+}
+
+/// The pool's limits on connections, as [`TargetPool::send`] applies them.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Most open connections to all the pool's targets.
+    pub max_connections: u64,
+    /// Most requests waiting for a new connection.
+    pub max_pending: u64,
+}
+
+/// A pool limit that refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `circuitBreaker.maxConnections`.
+    MaxConnections,
+    /// `circuitBreaker.maxPendingRequests`.
+    MaxPendingRequests,
+    /// `circuitBreaker.maxRequests`.
+    MaxRequests,
+}
+
+impl Limit {
+    /// The limit's name as it appears in the `x-weir-overflow` header and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max-connections",
+            Self::MaxPendingRequests => "max-pending-requests",
+            Self::MaxRequests => "max-requests",
+        }
+    }
+}
+
+/// A failed send: what went wrong and, when the request never left, the request itself, so
+/// that it can go to another target whatever its method and body.
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// The request, when the target saw nothing of it.
+    pub unsent: Option<Request<RequestBody>>,
 }
 
 #[derive(Debug)]
@@ -78,6 +129,9 @@ pub enum UpstreamError {
     /// Every connection tried closed before the request could be sent.
     #[error("connections kept closing before the request could be sent")]
     Stale,
+    /// A pool limit is reached.
+    #[error("pool limit {} reached", .0.as_str())]
+    Overflow(Limit),
 }
 
 impl ClientSettings {
@@ -104,14 +158,21 @@ impl UpstreamError {
 }
 
 impl TargetPool {
-    /// An empty pool for `address`, counting open connections into `connections`.
-    pub fn new(address: SocketAddr, settings: ClientSettings, connections: Arc<AtomicU64>) -> Self {
+    /// An empty pool for `address`, counting open connections into `connections` and into
+    /// the pool-wide `shared` counters.
+    pub fn new(
+        address: SocketAddr,
+        settings: ClientSettings,
+        connections: Arc<AtomicU64>,
+        shared: Arc<PoolCounters>,
+    ) -> Self {
         Self {
             address,
             settings,
             idle: Mutex::default(),
             h2: tokio::sync::Mutex::default(),
             connections,
+            shared,
         }
     }
 
@@ -125,21 +186,31 @@ impl TargetPool {
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Checkout>), UpstreamError> {
+        limits: ConnectionLimits,
+    ) -> Result<(Response<Incoming>, Option<Checkout>), SendError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(req).await.map(|(r, c)| (r, Some(c))),
-            UpstreamProtocol::Http2 => self.send_h2(req).await.map(|r| (r, None)),
+            UpstreamProtocol::Http1 => self.send_h1(req, limits).await.map(|(r, c)| (r, Some(c))),
+            UpstreamProtocol::Http2 => self.send_h2(req, limits).await.map(|r| (r, None)),
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Checkout), UpstreamError> {
+        limits: ConnectionLimits,
+    ) -> Result<(Response<Incoming>, Checkout), SendError> {
         for _ in 0..STALE_RETRIES {
             let mut sender = match self.take_idle() {
                 Some(sender) => sender,
-                None => self.connect_h1().await?,
+                None => match self.connect_h1(limits).await {
+                    Ok(sender) => sender,
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        });
+                    }
+                },
             };
             if sender.ready().await.is_err() {
                 continue;
@@ -158,33 +229,64 @@ impl TargetPool {
                     // The connection closed before the request went out: safe to send again,
                     // whatever the method, since the target saw nothing.
                     Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                    None => {
+                        return Err(SendError {
+                            error: UpstreamError::Exchange(e.into_error()),
+                            unsent: None,
+                        });
+                    }
                 },
             }
         }
-        Err(UpstreamError::Stale)
+        Err(SendError {
+            error: UpstreamError::Stale,
+            unsent: Some(req),
+        })
     }
 
     async fn send_h2(
         &self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = {
+        limits: ConnectionLimits,
+    ) -> Result<Response<Incoming>, SendError> {
+        let shared = {
             let mut shared = self.h2.lock().await;
             match shared.as_ref() {
-                Some(s) if !s.is_closed() => s.clone(),
-                _ => {
-                    let s = self.connect_h2().await?;
-                    *shared = Some(s.clone());
-                    s
-                }
+                Some(s) if !s.is_closed() => Ok(s.clone()),
+                _ => match self.connect_h2(limits).await {
+                    Ok(s) => {
+                        *shared = Some(s.clone());
+                        Ok(s)
+                    }
+                    Err(e) => Err(e),
+                },
             }
         };
-        sender.ready().await.map_err(UpstreamError::Exchange)?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Exchange)
+        let mut sender = match shared {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: Some(req),
+                });
+            }
+        };
+        if let Err(e) = sender.ready().await {
+            return Err(SendError {
+                error: UpstreamError::Exchange(e),
+                unsent: Some(req),
+            });
+        }
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(response),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                Err(SendError {
+                    error: UpstreamError::Exchange(e.into_error()),
+                    unsent,
+                })
+            }
+        }
     }
 
     fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
@@ -226,7 +328,21 @@ impl TargetPool {
         }
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(&self, limits: ConnectionLimits) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        if self.shared.connections.load(Ordering::Relaxed) >= limits.max_connections {
+            return Err(UpstreamError::Overflow(Limit::MaxConnections));
+        }
+        let pending = &self.shared.pending;
+        if pending.fetch_add(1, Ordering::Relaxed) >= limits.max_pending {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(UpstreamError::Overflow(Limit::MaxPendingRequests));
+        }
+        let connected = self.dial().await;
+        pending.fetch_sub(1, Ordering::Relaxed);
+        connected
+    }
+
+    async fn dial(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
         let timeout = self.settings.connect_timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.address))
             .await
@@ -236,8 +352,11 @@ impl TargetPool {
         Ok(TokioIo::new(stream))
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect().await?;
+    async fn connect_h1(
+        &self,
+        limits: ConnectionLimits,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect(limits).await?;
         let (sender, connection) = http1::handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
@@ -245,8 +364,11 @@ impl TargetPool {
         Ok(sender)
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect().await?;
+    async fn connect_h2(
+        &self,
+        limits: ConnectionLimits,
+    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect(limits).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -262,14 +384,16 @@ impl TargetPool {
     where
         F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
-        let counter = self.connections.clone();
+        let (counter, shared) = (self.connections.clone(), self.shared.clone());
         counter.fetch_add(1, Ordering::Relaxed);
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let address = self.address;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%address, error = %e, "target connection ended with an error");
             }
             counter.fetch_sub(1, Ordering::Relaxed);
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
 

@@ -58,7 +58,7 @@ async fn admin_api_adds_reweights_and_removes_targets_at_once() {
     let listed = listed.expect("the added target is not in /status");
     assert_eq!(
         (listed["weight"].clone(), listed["state"].clone()),
-        (1.into(), "usable".into())
+        (1.into(), "healthy".into())
     );
 
     let drained = proxy.admin(Method::PUT, &c_path, r#"{"weight":0}"#).await;
