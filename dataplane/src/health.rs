@@ -216,66 +216,41 @@ impl TargetHealth {
     }
 
     /// Counts the outcome of one try at `now`. `may_eject` says whether the pool can spare
-    /// one more ejected target (max ejection percent); it is asked only when needed.
+    /// one more ejected target (max ejection percent); it is asked only when needed, and
+    /// without this target's lock held, since it looks at every target of the pool.
     pub fn record(&self, outcome: Outcome, now: Instant, may_eject: impl FnOnce() -> bool) {
         if outcome == Outcome::Success && self.clean.load(Ordering::Acquire) {
             return;
         }
-        let mut inner = self.lock();
-        match outcome {
-            Outcome::Success => {
-                inner.consecutive_5xx = 0;
-                inner.consecutive_gateway = 0;
-                match inner.breaker {
-                    Breaker::HalfOpen { .. } => {
-                        tracing::info!(target = %self.address, "breaker closed: a trial request succeeded");
-                        inner.breaker = Breaker::Closed { failures: 0 };
-                        inner.usable_since = now;
+        let due = {
+            let mut inner = self.lock();
+            let due = match outcome {
+                Outcome::Success => {
+                    self.count_success(&mut inner, now);
+                    None
+                }
+                Outcome::ServerError | Outcome::GatewayFailure => {
+                    inner.consecutive_5xx += 1;
+                    if outcome == Outcome::GatewayFailure {
+                        inner.consecutive_gateway += 1;
                     }
-                    Breaker::Closed { .. } => inner.breaker = Breaker::Closed { failures: 0 },
-                    Breaker::Open { .. } => {}
+                    self.count_breaker_failure(&mut inner, now);
+                    ejection_due(&mut inner, now)
                 }
-                // An ejection is forgiven once the target has served without one for the
-                // longest ejection time.
-                if let (Some(od), Some(until)) = (&inner.policy.outlier, inner.ejected_until) {
-                    if now >= until + od.max_ejection_time.get() {
-                        inner.ejected_until = None;
-                        inner.ejection_multiplier = 0;
-                    }
-                }
-            }
-            Outcome::ServerError | Outcome::GatewayFailure => {
-                inner.consecutive_5xx += 1;
-                if outcome == Outcome::GatewayFailure {
-                    inner.consecutive_gateway += 1;
-                }
-                self.maybe_eject(&mut inner, now, may_eject);
-                self.count_breaker_failure(&mut inner, now);
-            }
+            };
+            self.refresh(&inner, now);
+            due
+        };
+        let Some(reason) = due else { return };
+        if !may_eject() {
+            tracing::warn!(target = %self.address, reason, "not ejected: the pool's maxEjectionPercent is reached");
+            return;
         }
-        self.refresh(&inner, now);
-    }
-
-    fn maybe_eject(&self, inner: &mut Inner, now: Instant, may_eject: impl FnOnce() -> bool) {
+        let mut inner = self.lock();
         let Some(od) = inner.policy.outlier.clone() else {
             return;
         };
-        let reason = if od.consecutive_gateway_failures > 0
-            && inner.consecutive_gateway >= od.consecutive_gateway_failures
-        {
-            "consecutive gateway failures"
-        } else if od.consecutive_5xx > 0 && inner.consecutive_5xx >= od.consecutive_5xx {
-            "consecutive 5xx responses"
-        } else {
-            return;
-        };
         if inner.ejected_until.is_some_and(|until| now < until) {
-            return;
-        }
-        inner.consecutive_5xx = 0;
-        inner.consecutive_gateway = 0;
-        if !may_eject() {
-            tracing::warn!(target = %self.address, reason, "not ejected: the pool's maxEjectionPercent is reached");
             return;
         }
         inner.ejection_multiplier += 1;
@@ -284,7 +259,30 @@ impl TargetHealth {
         inner.ejected_until = Some(now + length);
         inner.usable_since = now + length;
         self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.refresh(&inner, now);
         tracing::warn!(target = %self.address, reason, ejected_for = ?length, times = inner.ejection_multiplier, "target ejected");
+    }
+
+    fn count_success(&self, inner: &mut Inner, now: Instant) {
+        inner.consecutive_5xx = 0;
+        inner.consecutive_gateway = 0;
+        match inner.breaker {
+            Breaker::HalfOpen { .. } => {
+                tracing::info!(target = %self.address, "breaker closed: a trial request succeeded");
+                inner.breaker = Breaker::Closed { failures: 0 };
+                inner.usable_since = now;
+            }
+            Breaker::Closed { .. } => inner.breaker = Breaker::Closed { failures: 0 },
+            Breaker::Open { .. } => {}
+        }
+        // An ejection is forgiven once the target has served without one for the longest
+        // ejection time.
+        if let (Some(od), Some(until)) = (&inner.policy.outlier, inner.ejected_until) {
+            if now >= until + od.max_ejection_time.get() {
+                inner.ejected_until = None;
+                inner.ejection_multiplier = 0;
+            }
+        }
     }
 
     fn count_breaker_failure(&self, inner: &mut Inner, now: Instant) {
@@ -346,6 +344,12 @@ impl TargetHealth {
                 }
             }
         }
+        if passed && matches!(inner.breaker, Breaker::Open { .. }) {
+            // The target answers its checks again: let trial requests find out whether it
+            // serves, rather than sit out the whole reset timeout.
+            inner.breaker = Breaker::HalfOpen { trials: 0 };
+            tracing::info!(target = %self.address, "breaker half-open: an active check passed");
+        }
         if passed && inner.ejected_until.is_some_and(|until| now < until) {
             // The target answers its checks again: it need not sit out the ejection.
             inner.ejected_until = Some(now);
@@ -404,6 +408,26 @@ impl TargetHealth {
     }
 }
 
+/// Whether the failures counted call for an ejection, and why; the counts restart either way.
+fn ejection_due(inner: &mut Inner, now: Instant) -> Option<&'static str> {
+    let od = inner.policy.outlier.as_ref()?;
+    let reason = if od.consecutive_gateway_failures > 0
+        && inner.consecutive_gateway >= od.consecutive_gateway_failures
+    {
+        "consecutive gateway failures"
+    } else if od.consecutive_5xx > 0 && inner.consecutive_5xx >= od.consecutive_5xx {
+        "consecutive 5xx responses"
+    } else {
+        return None;
+    };
+    if inner.ejected_until.is_some_and(|until| now < until) {
+        return None;
+    }
+    inner.consecutive_5xx = 0;
+    inner.consecutive_gateway = 0;
+    Some(reason)
+}
+
 fn ramp(inner: &Inner, now: Instant) -> f64 {
     let Some(s) = &inner.policy.slow_start else {
         return 1.0;
@@ -420,8 +444,11 @@ fn ramp(inner: &Inner, now: Instant) -> f64 {
 /// Whether a pool with `usable` of `total` targets usable is in panic mode under
 /// `threshold` percent: then it balances across all targets, as Envoy does, rather than
 /// piling everything onto the few that are left.
+///
+/// With no usable target at all there is nothing to spread the load off: requests are
+/// answered 503 at once instead of being sent to targets known to be down.
 pub fn in_panic(usable: usize, total: usize, threshold: u32) -> bool {
-    threshold > 0 && total > 0 && (usable * 100) < total * threshold as usize
+    threshold > 0 && usable > 0 && (usable * 100) < total * threshold as usize
 }
 
 /// Most targets of a pool of `total` that may be ejected at once under `percent`; at least
@@ -547,6 +574,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_pool_may_look_at_this_target_while_deciding_its_ejection() {
+        let t = target(policy());
+        let now = Instant::now();
+        // The pool's maxEjectionPercent check reads every target, this one included.
+        t.record(Outcome::GatewayFailure, now, || {
+            t.condition(now) == Condition::Healthy
+        });
+        t.record(Outcome::GatewayFailure, now, || {
+            t.condition(now) == Condition::Healthy
+        });
+        assert!(matches!(t.condition(now), Condition::Ejected(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_passing_check_ends_an_ejection_early() {
         let t = target(policy());
         let now = Instant::now();
@@ -567,6 +608,7 @@ mod tests {
                 half_open_requests: 2,
                 ..Default::default()
             },
+            check: Some(HealthCheck::default()),
             ..Default::default()
         };
         let t = target(p);
@@ -589,6 +631,24 @@ mod tests {
         assert_eq!(t.breaker_opens.load(Ordering::Relaxed), 2);
         tokio::time::advance(Duration::from_secs(10)).await;
         let now = Instant::now();
+        assert!(t.admit(now));
+        t.record(Outcome::Success, now, || true);
+        assert_eq!(
+            t.condition(now),
+            Condition::Healthy,
+            "a successful trial closes it"
+        );
+        for _ in 0..3 {
+            assert!(t.admit(now));
+            t.record(Outcome::GatewayFailure, now, || true);
+        }
+        assert!(!t.admit(now));
+        t.probe(true, now);
+        assert_eq!(
+            t.condition(now),
+            Condition::BreakerHalfOpen,
+            "a passing check half-opens it"
+        );
         assert!(t.admit(now));
         t.record(Outcome::Success, now, || true);
         assert_eq!(
@@ -620,7 +680,11 @@ mod tests {
         assert!(!in_panic(5, 10, 50));
         assert!(in_panic(4, 10, 50));
         assert!(!in_panic(0, 10, 0), "0 turns panic mode off");
-        assert!(in_panic(0, 3, 50));
+        assert!(in_panic(1, 3, 50));
+        assert!(
+            !in_panic(0, 3, 50),
+            "with nothing usable, requests fail fast instead"
+        );
     }
 
     #[test]

@@ -451,8 +451,7 @@ fn respond(
 
 /// Picks the target for one try and, with cookie affinity, the cookie to set: by affinity
 /// first, then by the balancer; never one in `tried` while another is usable; admitted by
-/// its breaker (a half-open breaker lets only its trial requests through) and, while it
-/// ramps up under slow start, with the probability of its ramp.
+/// its breaker (a half-open breaker lets only its trial requests through).
 fn select<'p>(
     pool: &'p PoolState,
     headers: &HeaderMap,
@@ -482,13 +481,7 @@ fn select<'p>(
             }
             break;
         };
-        let health = &pool.targets[i].health;
-        let ramp = health.weight_factor(now);
-        if ramp < 1.0 && fastrand::f64() >= ramp && refused.len() < 3 {
-            refused.push(i);
-            continue;
-        }
-        if !health.admit(now) {
+        if !pool.targets[i].health.admit(now) {
             refused.push(i);
             continue;
         }
@@ -508,11 +501,9 @@ fn pick<'p>(
         IpAddr::V4(ip) => stable_hash(&ip.octets(), 0),
         IpAddr::V6(ip) => stable_hash(&ip.octets(), 0),
     };
+    let balancer = pool.balancer.load();
     match &pool.affinity {
-        Affinity::None => pool
-            .balancer
-            .pick(candidates, client_key)
-            .map(|i| (i, None)),
+        Affinity::None => balancer.pick(candidates, client_key).map(|i| (i, None)),
         Affinity::Cookie { name, by_id } => {
             let pinned = cookie(headers, name)
                 .and_then(|v| u64::from_str_radix(v, 16).ok())
@@ -521,12 +512,12 @@ fn pick<'p>(
             if let Some(i) = pinned {
                 return Some((i, None));
             }
-            let i = pool.balancer.pick(candidates, client_key)?;
+            let i = balancer.pick(candidates, client_key)?;
             Some((i, pool.targets[i].set_cookie.as_ref()))
         }
         Affinity::Header { name, table } => match headers.get(name) {
             Some(v) => table.pick(candidates, || stable_hash(v.as_bytes(), 0)),
-            None => pool.balancer.pick(candidates, client_key),
+            None => balancer.pick(candidates, client_key),
         }
         .map(|i| (i, None)),
         Affinity::ClientIp { table } => table.pick(candidates, client_key).map(|i| (i, None)),

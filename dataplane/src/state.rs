@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::header::HeaderName;
 use http::uri::Authority;
-use weir_api::{AffinityKind, Pool, PoolsFile, Target};
+use weir_api::{AffinityKind, Algorithm, Pool, PoolsFile, Target};
 
 use crate::balance::{Balancer, Load, Maglev, Weighted};
 use crate::checker::Checker;
@@ -71,8 +71,11 @@ pub struct PoolState {
     pub config: Pool,
     /// Its targets, in configuration order.
     pub targets: Vec<TargetState>,
-    /// The selector.
-    pub balancer: Balancer,
+    /// The selector, rebuilt by [`PoolState::rebalance`] when targets leave or rejoin the
+    /// usable set or ramp up under slow start, so shares stay exact among usable targets.
+    pub balancer: ArcSwap<Balancer>,
+    /// The effective weights the balancer was last built with.
+    effective: Mutex<Vec<u32>>,
     /// Session affinity, compiled.
     pub affinity: Affinity,
     /// Counters of the pool.
@@ -221,6 +224,7 @@ impl State {
         let now = Instant::now();
         for pool in &self.snapshot.load().pools {
             pool.evaluate_panic(now);
+            pool.rebalance(now);
             pool.targets.iter().for_each(|t| t.pool.sweep());
         }
     }
@@ -426,7 +430,14 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     };
     PoolState {
         config: pool.clone(),
-        balancer: Balancer::new(pool.algorithm, &weighted),
+        balancer: ArcSwap::from_pointee(Balancer::new(pool.algorithm, &weighted)),
+        // In the scale `rebalance` uses: hundredths of a weight.
+        effective: Mutex::new(
+            pool.targets
+                .iter()
+                .map(|t| t.weight.saturating_mul(100))
+                .collect(),
+        ),
         affinity,
         targets,
         stats: part.stats.clone(),
@@ -484,6 +495,51 @@ impl PoolState {
         }
     }
 
+    /// Rebuilds the balancer when the effective weights moved: 0 for a target that is not
+    /// usable, the weight scaled by its slow-start ramp for one that is coming back. Hashing
+    /// pools keep their table, where a rebuild would move keys: their picks step over
+    /// unusable targets instead, which moves only the keys those targets held.
+    pub fn rebalance(&self, now: Instant) {
+        if self.config.algorithm == Algorithm::ConsistentHash {
+            return;
+        }
+        let panic = self.stats.panic.load(Ordering::Relaxed);
+        let weights: Vec<u32> = self
+            .targets
+            .iter()
+            .map(|t| {
+                if !panic && !t.health.is_usable(now) {
+                    0
+                } else {
+                    // Slow start scales in hundredths, so a ramp moves the shares in small steps.
+                    let ramp = t.health.weight_factor(now);
+                    if ramp < 1.0 {
+                        ((f64::from(t.weight) * ramp * 100.0) as u32).max(1)
+                    } else {
+                        t.weight.saturating_mul(100)
+                    }
+                }
+            })
+            .collect();
+        let mut effective = self.effective.lock().unwrap_or_else(|p| p.into_inner());
+        if weights == *effective {
+            return;
+        }
+        let ids: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| t.stats.address.to_string())
+            .collect();
+        let weighted: Vec<Weighted<'_>> = ids
+            .iter()
+            .zip(&weights)
+            .map(|(id, w)| Weighted { id, weight: *w })
+            .collect();
+        self.balancer
+            .store(Arc::new(Balancer::new(self.config.algorithm, &weighted)));
+        *effective = weights;
+    }
+
     /// Whether one more target of this pool may be ejected under `maxEjectionPercent`.
     pub fn may_eject(&self, now: Instant) -> bool {
         let Some(od) = &self.config.outlier_detection else {
@@ -519,5 +575,88 @@ impl Load for Candidates<'_> {
 
     fn usable(&self, i: usize) -> bool {
         !self.exclude.contains(&i) && self.pool.usable(i, self.now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Pick;
+    use crate::health::Outcome;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let file: PoolsFile = serde_yaml::from_str(yaml).unwrap();
+        file.validate().unwrap();
+        Registry::default().build(&file)
+    }
+
+    fn shares(pool: &PoolState, picks: usize) -> Vec<f64> {
+        let now = Instant::now();
+        let mut counts = vec![0usize; pool.targets.len()];
+        let balancer = pool.balancer.load();
+        for _ in 0..picks {
+            let i = balancer
+                .pick(
+                    &Candidates {
+                        pool,
+                        now,
+                        exclude: &[],
+                    },
+                    || 0,
+                )
+                .unwrap();
+            counts[i] += 1;
+        }
+        counts.iter().map(|c| *c as f64 / picks as f64).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unusable_target_leaves_the_others_their_exact_ratio() {
+        let s = snapshot(
+            "pools:\n  - name: web\n    circuitBreaker: { failureThreshold: 1 }\n    targets:\n      \
+             - { address: 127.0.0.1:9001 }\n      - { address: 127.0.0.1:9002 }\n      - { address: 127.0.0.1:9003 }\n",
+        );
+        let pool = &s.pools[0];
+        pool.targets[1]
+            .health
+            .record(Outcome::GatewayFailure, Instant::now(), || true);
+        pool.rebalance(Instant::now());
+        let s = shares(pool, 3000);
+        assert_eq!(s[1], 0.0);
+        assert!(
+            (s[0] - 0.5).abs() < 0.001 && (s[2] - 0.5).abs() < 0.001,
+            "{s:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_that_joins_ramps_up_over_the_slow_start_window() {
+        let registry = Registry::default();
+        let file = |targets: &str| -> PoolsFile {
+            serde_yaml::from_str(&format!(
+                "pools:\n  - name: web\n    slowStart: {{ window: 10s }}\n    targets: {targets}\n"
+            ))
+            .unwrap()
+        };
+        registry.build(&file("[{ address: 127.0.0.1:9001 }]"));
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        let s = registry.build(&file(
+            "[{ address: 127.0.0.1:9001 }, { address: 127.0.0.1:9002 }]",
+        ));
+        let pool = &s.pools[0];
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            pool.rebalance(Instant::now());
+            seen.push(shares(pool, 2000)[1]);
+            tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        }
+        // A tenth of its weight at first (0.1 / 1.1), half at 5 s (0.5 / 1.5), all at 10 s.
+        let want = [0.1 / 1.1, 0.5 / 1.5, 0.5];
+        for (got, want) in seen.iter().zip(want) {
+            assert!(
+                (got - want).abs() < 0.01,
+                "shares of the new target {seen:?}, want {want}"
+            );
+        }
     }
 }

@@ -27,6 +27,8 @@ mod lifecycle;
 mod malformed;
 #[path = "proxy/reload.rs"]
 mod reload;
+#[path = "proxy/resilience.rs"]
+mod resilience;
 #[path = "proxy/routing.rs"]
 mod routing;
 #[path = "proxy/upgrade.rs"]

@@ -47,8 +47,13 @@ pub struct Backend {
 impl Backend {
     /// Starts `weir-echo --name NAME` on 127.0.0.1 and waits for its `listening on` line.
     pub fn start(name: &str) -> Self {
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts `weir-echo --name NAME` on `addr` (a killed backend coming back on its port).
+    pub fn start_at(name: &str, addr: SocketAddr) -> Self {
         let mut child = Command::new(echo_exe())
-            .args(["--listen", "127.0.0.1:0", "--name", name])
+            .args(["--listen", &addr.to_string(), "--name", name])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -81,6 +86,12 @@ impl Backend {
             .and_then(|a| a.trim().parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from weir-echo: {line:?}"));
         backend
+    }
+
+    /// Kills the process at once (SIGKILL): its connections reset, its port refuses.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Requests it has served, `/_stats` and `/health` excepted.
@@ -567,6 +578,8 @@ pub struct Tally {
     pub first_seen: BTreeMap<String, Instant>,
     /// Slowest request.
     pub worst: Duration,
+    /// When the last failed request was sent.
+    pub last_failure: Option<Instant>,
 }
 
 impl Tally {
@@ -581,6 +594,10 @@ impl Tally {
             }
             other => {
                 self.failures += 1;
+                self.last_failure = self.last_failure.max(Some(sent));
+                if let Ok(reply) = &other {
+                    self.worst = self.worst.max(reply.elapsed);
+                }
                 if self.failed.len() < 5 {
                     self.failed.push(match other {
                         Ok(reply) => format!("{} {}", reply.status, reply.body.trim()),
@@ -604,6 +621,7 @@ impl Tally {
             *first = (*first).min(at);
         }
         self.worst = self.worst.max(other.worst);
+        self.last_failure = self.last_failure.max(other.last_failure);
     }
 
     /// 200 answers from `backend`.
@@ -672,6 +690,45 @@ pub async fn load(url: String, clients: usize, stop: Stop) -> Tally {
         total.merge(tally.expect("a load client panicked"));
     }
     total
+}
+
+/// GETs `url` at a fixed `rate` per second for `duration`, whatever the answers take (up to
+/// `max_in_flight` at once), as an open-loop load generator does, and tallies the answers.
+pub async fn load_at_rate(
+    url: String,
+    rate: u32,
+    duration: Duration,
+    max_in_flight: usize,
+) -> Tally {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_in_flight)
+        .build(connector());
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let result = send(&client, Method::GET, &url, &[], "").await;
+            drop(permit);
+            (result, sent)
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(done) = tasks.join_next().await {
+        let (result, sent) = done.expect("a load request panicked");
+        tally.record(result, sent);
+    }
+    tally
 }
 
 // ---------------------------------------------------------------------------------------------
