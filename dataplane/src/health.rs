@@ -101,6 +101,7 @@ impl Condition {
 /// The health of one target, kept across configuration changes.
 #[derive(Debug)]
 pub struct TargetHealth {
+    pool: String,
     address: SocketAddr,
     /// True while nothing is wrong and nothing is counted: the request path reads only this.
     clean: AtomicBool,
@@ -139,9 +140,9 @@ enum Breaker {
 }
 
 impl TargetHealth {
-    /// A target that joins now under `policy`; it is usable at once unless the policy's
-    /// checks start it unhealthy.
-    pub fn new(address: SocketAddr, policy: Policy) -> Self {
+    /// A target of `pool` that joins now under `policy`; it is usable at once unless the
+    /// policy's checks start it unhealthy.
+    pub fn new(pool: &str, address: SocketAddr, policy: Policy) -> Self {
         let healthy = !policy.check.as_ref().is_some_and(|c| c.start_unhealthy);
         let inner = Inner {
             healthy,
@@ -155,6 +156,7 @@ impl TargetHealth {
             policy,
         };
         let health = Self {
+            pool: pool.to_owned(),
             address,
             clean: AtomicBool::new(false),
             inner: Mutex::new(inner),
@@ -203,7 +205,7 @@ impl TargetHealth {
             if now < until {
                 return false;
             }
-            tracing::info!(target = %self.address, "breaker half-open: letting trial requests through");
+            tracing::info!(pool = %self.pool, target = %self.address, "breaker half-open: letting trial requests through");
             inner.breaker = Breaker::HalfOpen { trials: 0 };
         }
         if let Breaker::HalfOpen { trials } = inner.breaker {
@@ -243,7 +245,7 @@ impl TargetHealth {
         };
         let Some(reason) = due else { return };
         if !may_eject() {
-            tracing::warn!(target = %self.address, reason, "not ejected: the pool's maxEjectionPercent is reached");
+            tracing::warn!(pool = %self.pool, target = %self.address, reason, "not ejected: the pool's maxEjectionPercent is reached");
             return;
         }
         let mut inner = self.lock();
@@ -260,7 +262,7 @@ impl TargetHealth {
         inner.usable_since = now + length;
         self.ejections.fetch_add(1, Ordering::Relaxed);
         self.refresh(&inner, now);
-        tracing::warn!(target = %self.address, reason, ejected_for = ?length, times = inner.ejection_multiplier, "target ejected");
+        tracing::warn!(pool = %self.pool, target = %self.address, reason, ejected_for = ?length, times = inner.ejection_multiplier, "target ejected");
     }
 
     fn count_success(&self, inner: &mut Inner, now: Instant) {
@@ -268,7 +270,7 @@ impl TargetHealth {
         inner.consecutive_gateway = 0;
         match inner.breaker {
             Breaker::HalfOpen { .. } => {
-                tracing::info!(target = %self.address, "breaker closed: a trial request succeeded");
+                tracing::info!(pool = %self.pool, target = %self.address, "breaker closed: a trial request succeeded");
                 inner.breaker = Breaker::Closed { failures: 0 };
                 inner.usable_since = now;
             }
@@ -294,7 +296,7 @@ impl TargetHealth {
                     inner.breaker = Breaker::Open { until: now + reset };
                     inner.usable_since = now + reset;
                     self.breaker_opens.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(target = %self.address, failures, reopens_in = ?reset, "breaker open");
+                    tracing::warn!(pool = %self.pool, target = %self.address, failures, reopens_in = ?reset, "breaker open");
                 } else {
                     inner.breaker = Breaker::Closed { failures };
                 }
@@ -303,7 +305,7 @@ impl TargetHealth {
                 inner.breaker = Breaker::Open { until: now + reset };
                 inner.usable_since = now + reset;
                 self.breaker_opens.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target = %self.address, reopens_in = ?reset, "breaker open again: a trial request failed");
+                tracing::warn!(pool = %self.pool, target = %self.address, reopens_in = ?reset, "breaker open again: a trial request failed");
             }
             Breaker::Open { .. } => {}
         }
@@ -338,9 +340,9 @@ impl TargetHealth {
                 inner.streak = 0;
                 if passed {
                     inner.usable_since = now;
-                    tracing::info!(target = %self.address, checks = threshold, "target healthy: active checks pass");
+                    tracing::info!(pool = %self.pool, target = %self.address, checks = threshold, "target healthy: active checks pass");
                 } else {
-                    tracing::warn!(target = %self.address, checks = threshold, "target unhealthy: active checks fail");
+                    tracing::warn!(pool = %self.pool, target = %self.address, checks = threshold, "target unhealthy: active checks fail");
                 }
             }
         }
@@ -348,13 +350,13 @@ impl TargetHealth {
             // The target answers its checks again: let trial requests find out whether it
             // serves, rather than sit out the whole reset timeout.
             inner.breaker = Breaker::HalfOpen { trials: 0 };
-            tracing::info!(target = %self.address, "breaker half-open: an active check passed");
+            tracing::info!(pool = %self.pool, target = %self.address, "breaker half-open: an active check passed");
         }
         if passed && inner.ejected_until.is_some_and(|until| now < until) {
             // The target answers its checks again: it need not sit out the ejection.
             inner.ejected_until = Some(now);
             inner.usable_since = now;
-            tracing::info!(target = %self.address, "ejection ended early: an active check passed");
+            tracing::info!(pool = %self.pool, target = %self.address, "ejection ended early: an active check passed");
         }
         self.refresh(&inner, now);
     }
@@ -482,7 +484,7 @@ mod tests {
     }
 
     fn target(policy: Policy) -> TargetHealth {
-        TargetHealth::new("127.0.0.1:9001".parse().unwrap(), policy)
+        TargetHealth::new("web", "127.0.0.1:9001".parse().unwrap(), policy)
     }
 
     #[tokio::test(start_paused = true)]

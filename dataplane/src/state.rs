@@ -368,7 +368,7 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
                 TargetParts {
                     pool: new_pool(&stats),
                     stats,
-                    health: Arc::new(TargetHealth::new(t.address, policy.clone())),
+                    health: Arc::new(TargetHealth::new(&pool.name, t.address, policy.clone())),
                     checker: None,
                 }
             });
