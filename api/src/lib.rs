@@ -6,8 +6,10 @@
 //! the same type from its pools file, so field names match the CRD's spec on purpose.
 //!
 //! Start with [`Pool`], then [`Pool::validate`], which every producer and consumer of a pool runs
-//! so that an invalid pool is refused with the path of the offending field.
+//! so that an invalid pool is refused with the path of the offending field. The messages of
+//! the channel that carries pools from the controller to data planes are in [`channel`].
 
+pub mod channel;
 mod duration;
 mod pool;
 mod resilience;

@@ -67,12 +67,13 @@ impl PoolsFile {
 impl Pool {
     /// Validates one pool on its own; paths are relative to the pool.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if !is_name(&self.name) {
+        if !is_pool_name(&self.name) {
             return Err(FieldError::new(
                 "name",
                 format!(
                     "{:?} is not a valid name: use 1-63 lowercase letters, digits and '-', \
-                     starting and ending with a letter or digit",
+                     starting and ending with a letter or digit (pools from Kubernetes are \
+                     named namespace/name)",
                     self.name
                 ),
             ));
@@ -263,6 +264,20 @@ impl Pool {
     }
 }
 
+/// A pool name: a DNS label, or `namespace/name` for pools compiled from Kubernetes objects
+/// (a namespace is a DNS label, an object name a DNS subdomain).
+fn is_pool_name(s: &str) -> bool {
+    match s.split_once('/') {
+        None => is_name(s),
+        Some((namespace, name)) => {
+            is_name(namespace)
+                && !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(is_name)
+        }
+    }
+}
+
 /// A DNS label (RFC 1123), as Kubernetes names are.
 fn is_name(s: &str) -> bool {
     let b = s.as_bytes();
@@ -326,6 +341,10 @@ mod tests {
         let mut p = pool();
         p.name = "Web_1".into();
         assert!(err(&p).starts_with("name: \"Web_1\" is not a valid name"));
+        p.name = "shop/users.v2".into();
+        assert_eq!(p.validate(), Ok(()), "namespace/name from Kubernetes");
+        p.name = "shop/".into();
+        assert!(p.validate().is_err());
     }
 
     #[test]
