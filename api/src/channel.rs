@@ -37,7 +37,7 @@ pub enum Update {
         /// Revision after this change.
         revision: u64,
         /// The pool as it now is.
-        pool: ChannelPool,
+        pool: Box<ChannelPool>,
     },
     /// A pool removed (deleted, or no longer selected for this data plane).
     #[serde(rename_all = "camelCase")]
@@ -140,10 +140,10 @@ mod tests {
         .unwrap();
         let u = Update::Pool {
             revision: 7,
-            pool: ChannelPool {
+            pool: Box::new(ChannelPool {
                 generation: 3,
                 pool,
-            },
+            }),
         };
         let line = serde_json::to_string(&u).unwrap();
         assert!(

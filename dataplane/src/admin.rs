@@ -172,7 +172,7 @@ fn changed(
                 ChangeError::NoSuchPool(_) | ChangeError::NoSuchTarget { .. } => {
                     StatusCode::NOT_FOUND
                 }
-                ChangeError::TargetExists { .. } => StatusCode::CONFLICT,
+                ChangeError::TargetExists { .. } | ChangeError::Managed => StatusCode::CONFLICT,
                 ChangeError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             json_response(status, &json!({"error": e.to_string()}))

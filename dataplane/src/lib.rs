@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod channel;
 pub mod checker;
 pub mod config_file;
 pub mod error;

@@ -8,6 +8,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use weir_api::PoolsFile;
+use weir_dataplane::channel::{self, ChannelSettings, Received, Token};
 use weir_dataplane::settings::Args;
 use weir_dataplane::state::State;
 use weir_dataplane::{admin, config_file, reload, server};
@@ -60,6 +61,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `$POD_NAME` (set through the downward API), else the host name.
+fn default_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weir-dataplane".to_owned())
 }
 
 /// Binds the proxy listener with a deeper accept backlog than tokio's default of 1024, so a
@@ -119,6 +130,26 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
             args.proxy.watch_interval.get(),
         ));
     }
+    if let Some(controller) = args.controller.clone() {
+        let settings = ChannelSettings {
+            controller,
+            token: match (&args.token_file, &args.token) {
+                (Some(file), _) => Token::File(file.clone()),
+                (None, Some(token)) => Token::Static(token.clone()),
+                (None, None) => Token::None,
+            },
+            data_plane: args.data_plane_id.clone().unwrap_or_else(default_identity),
+            selector: args.pool_selector.clone(),
+        };
+        state.set_managed();
+        let received = Arc::new(std::sync::Mutex::new(Received::default()));
+        tokio::spawn(channel::follow(
+            settings.clone(),
+            state.clone(),
+            received.clone(),
+        ));
+        tokio::spawn(channel::report(settings, state.clone(), received));
+    }
     {
         let state = state.clone();
         tokio::spawn(async move {
@@ -129,7 +160,11 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    state.set_ready();
+    if args.controller.is_none() {
+        // Standalone, the file is the configuration; with a controller, readiness waits for
+        // its first state.
+        state.set_ready();
+    }
     tracing::info!(%listen, admin = %admin_addr, workers, pools = pool_count, file = ?args.pools, "weir-dataplane serving");
 
     let mut term = signal(SignalKind::terminate())?;

@@ -15,8 +15,41 @@ use weir_api::Duration;
 #[command(name = "weir-dataplane", version, about, long_about = None)]
 pub struct Args {
     /// Pools file to serve (standalone mode).
-    #[arg(long, env = "WEIR_POOLS", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "WEIR_POOLS",
+        value_name = "FILE",
+        conflicts_with = "controller"
+    )]
     pub pools: Option<PathBuf>,
+    /// The controller's channel URL (Kubernetes mode), e.g. `http://weir-controller.weir-system:8081`.
+    #[arg(long, env = "WEIR_CONTROLLER", value_name = "URL")]
+    pub controller: Option<http::Uri>,
+    /// File holding the bearer token for the controller, read anew on every connection (a
+    /// projected ServiceAccount token).
+    #[arg(
+        long,
+        env = "WEIR_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "controller",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// A fixed bearer token for the controller, for setups without ServiceAccount tokens.
+    #[arg(
+        long,
+        env = "WEIR_TOKEN",
+        requires = "controller",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// This data plane's name in the controller's reports; default: `$POD_NAME`, else the
+    /// host name.
+    #[arg(long, env = "WEIR_DATA_PLANE_ID")]
+    pub data_plane_id: Option<String>,
+    /// Serve only the pools whose labels match this selector (e.g. `tier=edge`).
+    #[arg(long, env = "WEIR_POOL_SELECTOR", requires = "controller")]
+    pub pool_selector: Option<String>,
     /// Address the proxy listens on.
     #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

@@ -51,6 +51,9 @@ pub struct State {
     ready: std::sync::atomic::AtomicBool,
     /// Set on SIGTERM, so `/ready` fails and load balancers in front stop sending.
     draining: std::sync::atomic::AtomicBool,
+    /// Set when pools come from the controller, which then owns them: the admin API's target
+    /// changes are refused.
+    managed: std::sync::atomic::AtomicBool,
 }
 
 /// One immutable, compiled configuration.
@@ -172,6 +175,9 @@ pub enum ChangeError {
     /// The change would make the pool invalid.
     #[error("{0}")]
     Invalid(#[from] weir_api::FieldError),
+    /// The pools come from the controller: change the `LoadBalancerPool` instead.
+    #[error("pools come from the controller here: change the LoadBalancerPool instead")]
+    Managed,
 }
 
 impl State {
@@ -188,6 +194,7 @@ impl State {
             desired: Mutex::new(pools),
             ready: false.into(),
             draining: false.into(),
+            managed: false.into(),
         }
     }
 
@@ -232,6 +239,16 @@ impl State {
     /// The pools in force, admin changes included.
     pub fn pools(&self) -> PoolsFile {
         self.desired().clone()
+    }
+
+    /// Marks the pools as the controller's.
+    pub fn set_managed(&self) {
+        self.managed.store(true, Ordering::Release);
+    }
+
+    /// Whether the pools come from the controller.
+    pub fn is_managed(&self) -> bool {
+        self.managed.load(Ordering::Acquire)
     }
 
     /// Adds `target` to `pool`.
@@ -288,6 +305,9 @@ impl State {
         name: &str,
         change: impl FnOnce(&mut Pool) -> Result<(), ChangeError>,
     ) -> Result<(), ChangeError> {
+        if self.is_managed() {
+            return Err(ChangeError::Managed);
+        }
         let mut desired = self.desired();
         let mut next = desired.clone();
         let pool = next
