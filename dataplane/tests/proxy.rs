@@ -17,6 +17,8 @@ mod admin;
 mod affinity;
 #[path = "proxy/balancing.rs"]
 mod balancing;
+#[path = "proxy/channel.rs"]
+mod channel;
 #[path = "proxy/failures.rs"]
 mod failures;
 #[path = "proxy/headers.rs"]

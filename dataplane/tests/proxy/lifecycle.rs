@@ -116,7 +116,7 @@ async fn startup_with_an_invalid_pools_file_exits_64_naming_file_line_and_field(
             .expect("the bad line");
         let file = dir.path().join(format!("pools-{i}.yaml"));
         std::fs::write(&file, &yaml).expect("writing the pools file");
-        let mut child = dataplane_command(&file, free_port(), free_port(), &[])
+        let mut child = dataplane_command(Some(&file), free_port(), free_port(), &[])
             .spawn()
             .expect("starting weir-dataplane");
         let started = Instant::now();

@@ -146,6 +146,16 @@ impl Proxy {
     /// Starts the proxy on free ports with `yaml` as its pools file and `extra_args`, and waits
     /// until `/ready` answers 200.
     pub async fn start(yaml: &str, extra_args: &[&str]) -> Self {
+        Self::start_with(Some(yaml), extra_args).await
+    }
+
+    /// Starts the proxy with `extra_args` and no pools file (its pools come from a
+    /// controller named in them), and waits until `/ready` answers 200.
+    pub async fn start_managed(extra_args: &[&str]) -> Self {
+        Self::start_with(None, extra_args).await
+    }
+
+    async fn start_with(yaml: Option<&str>, extra_args: &[&str]) -> Self {
         let mut failure = String::new();
         // A port picked free can be taken by a parallel test before the proxy binds it.
         for _ in 0..3 {
@@ -158,12 +168,14 @@ impl Proxy {
         panic!("weir-dataplane could not bind free ports three times: {failure}")
     }
 
-    async fn try_start(yaml: &str, extra_args: &[&str]) -> Result<Self, String> {
+    async fn try_start(yaml: Option<&str>, extra_args: &[&str]) -> Result<Self, String> {
         let dir = TempDir::new();
         let pools = dir.path().join("pools.yaml");
-        std::fs::write(&pools, yaml).expect("writing the pools file");
+        if let Some(yaml) = yaml {
+            std::fs::write(&pools, yaml).expect("writing the pools file");
+        }
         let (addr, admin) = (free_port(), free_port());
-        let mut child = dataplane_command(&pools, addr, admin, extra_args)
+        let mut child = dataplane_command(yaml.map(|_| pools.as_path()), addr, admin, extra_args)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start weir-dataplane: {e}"));
         let log = Log::capture(child.stderr.take().expect("piped stderr"));
@@ -300,15 +312,16 @@ impl Drop for Proxy {
 /// The `weir-dataplane` command for `pools` on `listen` and `admin`, with stderr piped and no
 /// `WEIR_*` variable from the environment.
 pub fn dataplane_command(
-    pools: &Path,
+    pools: Option<&Path>,
     listen: SocketAddr,
     admin: SocketAddr,
     extra_args: &[&str],
 ) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir-dataplane"));
-    cmd.arg("--pools")
-        .arg(pools)
-        .args(["--listen", &listen.to_string()])
+    if let Some(pools) = pools {
+        cmd.arg("--pools").arg(pools);
+    }
+    cmd.args(["--listen", &listen.to_string()])
         .args(["--admin", &admin.to_string()])
         .args(extra_args);
     for (key, _) in std::env::vars_os() {
