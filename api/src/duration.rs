@@ -10,6 +10,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Go's syntax rather than humantime's because pools are also written as Kubernetes objects,
 /// where `metav1.Duration` set the habit; the parser is small enough to own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+// Written as a string (see Serialize); weir-crds refines the schema for Kubernetes.
+#[cfg_attr(
+    feature = "schemars",
+    derive(schemars::JsonSchema),
+    schemars(with = "String")
+)]
 pub struct Duration(pub std::time::Duration);
 
 /// Why a duration string was refused.

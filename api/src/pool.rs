@@ -64,6 +64,7 @@ pub struct Pool {
 
 /// A host and path prefix that lead to a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Route {
     /// `api.example.com` (exact), `*.example.com` (any subdomain) or `*` (any host).
@@ -76,6 +77,7 @@ pub struct Route {
 
 /// How a pool picks a target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum Algorithm {
     /// NGINX's smooth weighted round robin: exact shares, evenly interleaved.
     #[default]
@@ -91,6 +93,7 @@ pub enum Algorithm {
 
 /// Session affinity: which part of a request keeps it on one target.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionAffinity {
     /// What the affinity key is.
@@ -109,6 +112,7 @@ pub struct SessionAffinity {
 
 /// The kinds of session affinity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum AffinityKind {
     /// A cookie set by the proxy on the first response names the target.
     Cookie,
@@ -133,6 +137,7 @@ pub struct Target {
 
 /// How the data plane talks to a pool's targets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Upstream {
     /// Protocol to targets; HTTP/2 is prior knowledge (h2c).
@@ -145,6 +150,7 @@ pub struct Upstream {
 
 /// Protocols spoken to targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive.
     #[default]
@@ -157,6 +163,7 @@ pub enum UpstreamProtocol {
 
 /// Time limits on the way to a pool's targets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timeouts {
     /// Establishing a TCP connection to a target.

@@ -11,6 +11,7 @@ use crate::Duration;
 
 /// Active HTTP health checks of every target.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheck {
     /// Path probed with `GET`.
@@ -39,6 +40,7 @@ pub struct HealthCheck {
 
 /// Passive outlier detection: ejects targets that fail real requests.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Consecutive 5xx responses that eject a target; 0 turns this rule off.
@@ -61,6 +63,7 @@ pub struct OutlierDetection {
 
 /// Limits that keep a pool and its targets from being overwhelmed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
     /// Most open connections to all the pool's targets together.
@@ -86,6 +89,7 @@ pub struct CircuitBreaker {
 
 /// Ramps a target's weight up after it joins or returns.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlowStart {
     /// Time over which the weight grows from a tenth to all of it.
@@ -94,14 +98,17 @@ pub struct SlowStart {
 
 /// When and how a failed request is tried again on another target.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retries {
     /// Tries in all, the first included; 1 turns retries off.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
-    /// Failures that are retried.
-    #[serde(default = "default_retry_on")]
-    pub on: Vec<RetryOn>,
+    /// Failures that are retried: connect-failure, reset, per-try-timeout, or a 5xx status.
+    // Not Envoy's `on`: YAML 1.1 readers (kubectl among them) take a bare `on` for `true`.
+    // Pools files written with `on` still read.
+    #[serde(default = "default_retry_on", rename = "retryOn", alias = "on")]
+    pub retry_on: Vec<RetryOn>,
     /// Whether non-idempotent requests (POST, PATCH) are retried after they may have reached
     /// a target; a connect failure is always safe to retry.
     #[serde(default)]
@@ -126,6 +133,12 @@ pub struct Retries {
 
 /// A failure that may be retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+// Written as a string (see Serialize); weir-crds refines the schema for Kubernetes.
+#[cfg_attr(
+    feature = "schemars",
+    derive(schemars::JsonSchema),
+    schemars(with = "String")
+)]
 pub enum RetryOn {
     /// The connection to the target could not be made (`connect-failure`).
     ConnectFailure,
@@ -139,6 +152,12 @@ pub enum RetryOn {
 
 /// An inclusive range of HTTP statuses, written `"200-399"` or `"404"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+// Written as a string (see Serialize); weir-crds refines the schema for Kubernetes.
+#[cfg_attr(
+    feature = "schemars",
+    derive(schemars::JsonSchema),
+    schemars(with = "String")
+)]
 pub struct StatusRange {
     /// Lowest status in the range.
     pub min: u16,
@@ -290,7 +309,7 @@ impl Default for Retries {
     fn default() -> Self {
         Self {
             attempts: default_attempts(),
-            on: default_retry_on(),
+            retry_on: default_retry_on(),
             non_idempotent: false,
             budget_percent: default_budget_percent(),
             min_concurrent: default_min_retries(),
@@ -382,6 +401,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("empty range"), "{e}");
+    }
+
+    #[test]
+    fn retry_conditions_are_retry_on_and_envoys_on_still_reads() {
+        let r: Retries = serde_json::from_str(r#"{"on": ["reset"]}"#).unwrap();
+        assert_eq!(r.retry_on, [RetryOn::Reset]);
+        assert!(
+            serde_json::to_string(&r)
+                .unwrap()
+                .contains(r#""retryOn":["reset"]"#)
+        );
     }
 
     #[test]

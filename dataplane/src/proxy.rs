@@ -199,7 +199,10 @@ async fn forward(
     // and its body is buffered.
     let replay_after_send = policy.attempts > 1
         && !upgrade
-        && policy.on.iter().any(|on| *on != RetryOn::ConnectFailure)
+        && policy
+            .retry_on
+            .iter()
+            .any(|on| *on != RetryOn::ConnectFailure)
         && (is_idempotent(&parts.method) || policy.non_idempotent);
     let mut body = match body.size_hint().upper() {
         Some(len) if replay_after_send && len <= policy.max_buffer_bytes => Pending::Buffered(

@@ -33,7 +33,7 @@ pub struct BudgetGuard<'a>(&'a Budget);
 impl Failure {
     /// Whether `policy` lists this failure.
     pub fn listed_in(self, policy: &Retries) -> bool {
-        policy.on.iter().any(|on| match (on, self) {
+        policy.retry_on.iter().any(|on| match (on, self) {
             (RetryOn::ConnectFailure, Failure::ConnectFailure) => true,
             (RetryOn::Reset, Failure::Reset) => true,
             (RetryOn::PerTryTimeout, Failure::PerTryTimeout) => true,
@@ -119,7 +119,7 @@ mod tests {
 
     fn policy(on: &[RetryOn]) -> Retries {
         Retries {
-            on: on.to_vec(),
+            retry_on: on.to_vec(),
             ..Default::default()
         }
     }

@@ -12,7 +12,7 @@ use crate::support::{Backend, Proxy, Stop, load, load_at_rate, pool, pool_at, po
 const RESILIENT: [&str; 4] = [
     "healthCheck: { path: /health, interval: 500ms, timeout: 200ms, healthyThreshold: 1, unhealthyThreshold: 2 }",
     "outlierDetection: { consecutiveGatewayFailures: 3, baseEjectionTime: 30s }",
-    "retries: { attempts: 3, on: [connect-failure, reset, per-try-timeout, 502, 503, 504] }",
+    "retries: { attempts: 3, retryOn: [connect-failure, reset, per-try-timeout, 502, 503, 504] }",
     "timeouts: { connect: 200ms, perTry: 300ms, request: 5s }",
 ];
 
