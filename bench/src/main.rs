@@ -2,9 +2,11 @@
 //!
 //! It starts three `weir-echo` backends (weights 3:2:1), puts each proxy in front of them in
 //! turn with the same worker count, drives it with `wrk`, and reports throughput, latency,
-//! the proxy's CPU cost per request and its peak memory. Run it through `bench/run`, which
-//! installs the peers and builds everything in release mode first.
+//! the proxy's CPU cost per request and its peak memory. The `failover` scenario instead kills
+//! and restarts one of three backends under load and reports each proxy's success rate. Run it
+//! through `bench/run`, which installs the peers and builds everything in release mode first.
 
+mod failover;
 mod procfs;
 mod procs;
 mod report;
@@ -31,8 +33,8 @@ struct Args {
     /// What to measure.
     #[arg(value_enum, default_value_t = Scenario::Throughput)]
     scenario: Scenario,
-    /// Proxies to measure, comma separated [default: weir,haproxy,nginx for throughput,
-    /// weir for stress].
+    /// Proxies to measure, comma separated [default: weir,haproxy,nginx for throughput and
+    /// failover, weir for stress].
     #[arg(long, value_enum, value_delimiter = ',')]
     proxies: Option<Vec<Proxy>>,
     /// Worker threads (Weir, HAProxy) or processes (NGINX) of every proxy.
@@ -48,7 +50,7 @@ struct Args {
     #[arg(long)]
     connections: Option<u32>,
     /// Measured duration of each wrk run, e.g. 10s or 1m [default: 10s for throughput, 30s for
-    /// stress].
+    /// stress, 20s for failover].
     #[arg(long, value_parser = parse_secs)]
     duration: Option<u64>,
     /// Unmeasured wrk run before each measured one, e.g. 2s (0s for none).
@@ -72,6 +74,18 @@ enum Scenario {
     Throughput,
     /// The seed's stress plan (wrk -t12 -c400 -d30s) with pass/fail bars.
     Stress,
+    /// One of three backends SIGKILLed at 1/4 of the run and restarted at 1/2; success rates.
+    Failover,
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Throughput => "throughput",
+            Self::Stress => "stress",
+            Self::Failover => "failover",
+        })
+    }
 }
 
 /// A proxy under test.
@@ -134,6 +148,7 @@ struct Plan {
 impl Plan {
     fn new(args: &Args) -> anyhow::Result<Self> {
         let stress = args.scenario == Scenario::Stress;
+        let failover = args.scenario == Scenario::Failover;
         let proxies = args.proxies.clone().unwrap_or_else(|| {
             if stress {
                 vec![Proxy::Weir]
@@ -151,10 +166,18 @@ impl Plan {
             scenario: args.scenario,
             proxies: unique,
             workers: args.workers,
-            rounds: if stress { 1 } else { args.rounds },
+            rounds: if args.scenario == Scenario::Throughput {
+                args.rounds
+            } else {
+                1
+            },
             threads: args.threads.unwrap_or(if stress { 12 } else { 2 }),
             connections: args.connections.unwrap_or(if stress { 400 } else { 64 }),
-            duration_secs: args.duration.unwrap_or(if stress { 30 } else { 10 }),
+            duration_secs: args.duration.unwrap_or(match args.scenario {
+                Scenario::Throughput => 10,
+                Scenario::Stress => 30,
+                Scenario::Failover => 20,
+            }),
             warmup_secs: args.warmup,
             backend_workers: args.backend_workers,
         };
@@ -167,19 +190,23 @@ impl Plan {
         if plan.duration_secs == 0 {
             bail!("--duration must be at least 1s");
         }
+        if failover && plan.duration_secs < failover::MIN_DURATION_SECS {
+            bail!(
+                "failover needs --duration of at least {}s: a backend is killed at 1/4 of it and \
+                 restarted at 1/2",
+                failover::MIN_DURATION_SECS
+            );
+        }
         Ok(plan)
     }
 
     /// The command line that runs this exact benchmark again.
     fn command_line(&self) -> String {
         let proxies: Vec<String> = self.proxies.iter().map(Proxy::to_string).collect();
-        let scenario = match self.scenario {
-            Scenario::Throughput => "throughput",
-            Scenario::Stress => "stress",
-        };
+        let scenario = self.scenario;
         let rounds = match self.scenario {
             Scenario::Throughput => format!(" --rounds {}", self.rounds),
-            Scenario::Stress => String::new(),
+            Scenario::Stress | Scenario::Failover => String::new(),
         };
         format!(
             "bench/run {scenario} --proxies {} --workers {}{rounds} --threads {} --connections {} \
@@ -338,12 +365,17 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
 
     println!("weir-bench: {}", plan.command_line());
     println!("machine: {} cores; {}", cores(), versions(&plan).await);
+    if plan.scenario == Scenario::Failover {
+        return failover::run(&plan, &tools, &tmp).await;
+    }
 
     let mut backends = Vec::new();
     for (i, _) in WEIGHTS.iter().enumerate() {
         let name = format!("echo-{}", i + 1);
         let log = tmp.0.join(format!("{name}.log"));
-        let backend = procs::start_echo(&tools.echo, &name, plan.backend_workers, &log).await?;
+        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let backend =
+            procs::start_echo(&tools.echo, &name, any_port, plan.backend_workers, &log).await?;
         backends.push(backend);
     }
     let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
@@ -387,6 +419,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             true
         }
         Scenario::Stress => print_stress(&plan, &runs),
+        Scenario::Failover => unreachable!("failover returned above"),
     };
     for backend in backends {
         backend.guard.stop(STOP_GRACE).await;
@@ -406,8 +439,44 @@ async fn measure(
     proxy: Proxy,
     round: u32,
 ) -> anyhow::Result<Run> {
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
     let log = tmp.0.join(format!("{proxy}-{}.log", round + 1));
+    let (mut guard, listen) = start_proxy(plan, tools, pools, targets, proxy, &log).await?;
+
+    let url = format!("http://{listen}/");
+    if plan.warmup_secs > 0 {
+        run_wrk(plan, &url, plan.warmup_secs).await?;
+    }
+    let before_split = backend_requests(backends).await?;
+    let before = procfs::usage(guard.pid());
+    let wrk = run_wrk(plan, &url, plan.duration_secs).await?;
+    let after = procfs::usage(guard.pid());
+    guard.check_alive()?;
+    let after_split = backend_requests(backends).await?;
+    for backend in backends.iter_mut() {
+        backend.guard.check_alive()?;
+    }
+    stop_proxy(guard).await;
+
+    Ok(Run {
+        proxy: proxy.to_string(),
+        wrk,
+        cpu_secs: (after.cpu_secs - before.cpu_secs).max(0.0),
+        peak_rss_kib: after.peak_rss_kib,
+        split: report::served(&before_split, &after_split, None),
+    })
+}
+
+/// Starts `proxy` in front of `targets` (Weir reads them from `pools`), logging to `log`, and
+/// waits until it answers on the address it returns.
+async fn start_proxy(
+    plan: &Plan,
+    tools: &Tools,
+    pools: &Path,
+    targets: &[(SocketAddr, u32)],
+    proxy: Proxy,
+    log: &Path,
+) -> anyhow::Result<(Guard, SocketAddr)> {
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
     let mut cmd;
     let ready_at;
     match proxy {
@@ -435,42 +504,21 @@ async fn measure(
             ready_at = (listen, "/");
         }
     }
-    let mut guard = Guard::spawn(&proxy.to_string(), &mut cmd, Some(&log))?;
+    let mut guard = Guard::spawn(&proxy.to_string(), &mut cmd, Some(log))?;
     procs::wait_ready(&mut guard, ready_at.0, ready_at.1, READY_LIMIT).await?;
     if ready_at.0 != listen {
         procs::wait_ready(&mut guard, listen, "/", READY_LIMIT).await?;
     }
+    Ok((guard, listen))
+}
 
-    let url = format!("http://{listen}/");
-    if plan.warmup_secs > 0 {
-        run_wrk(plan, &url, plan.warmup_secs).await?;
-    }
-    let before_split = backend_requests(backends).await?;
-    let before = procfs::usage(guard.pid());
-    let wrk = run_wrk(plan, &url, plan.duration_secs).await?;
-    let after = procfs::usage(guard.pid());
-    guard.check_alive()?;
-    let after_split = backend_requests(backends).await?;
-    for backend in backends.iter_mut() {
-        backend.guard.check_alive()?;
-    }
+/// Stops a proxy started by [`start_proxy`] and removes the config directory a peer leaves.
+async fn stop_proxy(guard: Guard) {
     let peer_dir = peer_temp_dir(guard.pid());
     guard.stop(STOP_GRACE).await;
     if let Some(dir) = peer_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
-
-    Ok(Run {
-        proxy: proxy.to_string(),
-        wrk,
-        cpu_secs: (after.cpu_secs - before.cpu_secs).max(0.0),
-        peak_rss_kib: after.peak_rss_kib,
-        split: after_split
-            .iter()
-            .zip(&before_split)
-            .map(|(a, b)| a.saturating_sub(*b))
-            .collect(),
-    })
 }
 
 /// Runs wrk against `url` for `secs` seconds and parses its report.
@@ -681,6 +729,16 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(peers.proxies, [Proxy::Haproxy, Proxy::Nginx]);
+
+        let failover = Plan::new(&Args::parse_from(["weir-bench", "failover"])).unwrap();
+        assert_eq!(
+            failover.command_line(),
+            "bench/run failover --proxies weir,haproxy,nginx --workers 1 --threads 2 \
+             --connections 64 --duration 20s --warmup 2s --backend-workers 1"
+        );
+        assert_eq!(failover.rounds, 1);
+        let short = Args::parse_from(["weir-bench", "failover", "--duration", "3s"]);
+        assert!(Plan::new(&short).is_err());
         assert_eq!(peers.duration_secs, 3);
         assert!(Plan::new(&Args::parse_from(["weir-bench", "--connections", "1"])).is_err());
     }

@@ -93,6 +93,18 @@ impl Guard {
         }
     }
 
+    /// Kills the whole group with SIGKILL at once, as a crash would, and reaps the leader.
+    pub async fn kill(mut self) -> Option<ExitStatus> {
+        self.signal_group(Signal::SIGKILL);
+        let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.reaped = status.is_some();
+        self.kill_leftovers();
+        status
+    }
+
     /// Asks the whole group to stop with SIGTERM, then kills what is left after `grace`.
     pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
         self.signal_group(Signal::SIGTERM);
@@ -158,16 +170,18 @@ pub struct Backend {
     pub addr: SocketAddr,
 }
 
-/// Starts `weir-echo` on a free port and waits for its `listening on ADDR` line.
+/// Starts `weir-echo` on `listen` (port 0 for a free port) and waits for its
+/// `listening on ADDR` line.
 pub async fn start_echo(
     exe: &Path,
     name: &str,
+    listen: SocketAddr,
     workers: u16,
     log: &Path,
 ) -> anyhow::Result<Backend> {
     let stderr = File::options().create(true).append(true).open(log)?;
     let mut cmd = Command::new(exe);
-    cmd.args(["--listen", "127.0.0.1:0", "--name", name])
+    cmd.args(["--listen", &listen.to_string(), "--name", name])
         .args(["--workers", &workers.to_string()])
         .stdout(Stdio::piped())
         .stderr(stderr);

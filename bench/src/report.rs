@@ -60,6 +60,25 @@ pub fn split_percent(split: &[u64]) -> String {
     format!("{}%", parts.join("/"))
 }
 
+/// Requests each backend served between two `/_stats` readings, in target order.
+///
+/// The backend at index `restarted` was restarted in between, so its counter began again at
+/// zero and its second reading alone is what it served since it came back.
+pub fn served(before: &[u64], after: &[u64], restarted: Option<usize>) -> Vec<u64> {
+    after
+        .iter()
+        .zip(before)
+        .enumerate()
+        .map(|(i, (a, b))| {
+            if restarted == Some(i) {
+                *a
+            } else {
+                a.saturating_sub(*b)
+            }
+        })
+        .collect()
+}
+
 /// The median, or `None` without values; NaNs are ignored.
 pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.into_iter().filter(|v| !v.is_nan()).collect();
@@ -175,6 +194,95 @@ pub fn stress_verdict(wrk: &WrkReport) -> StressVerdict {
     }
 }
 
+/// One failover run: the load through one proxy while a backend was killed and restarted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverRun {
+    /// Which proxy, as printed.
+    pub proxy: String,
+    /// What wrk reported.
+    pub wrk: WrkReport,
+    /// Seconds into the run at which the backend was SIGKILLed.
+    pub killed_at_secs: f64,
+    /// Seconds into the run at which the backend was listening again.
+    pub restarted_at_secs: f64,
+    /// Requests each backend served during the run, in target order; the killed one's count
+    /// starts at its restart.
+    pub served: Vec<u64>,
+    /// Index of the killed backend in `served`.
+    pub killed: usize,
+}
+
+impl FailoverRun {
+    /// Requests the killed backend served after it came back.
+    pub fn killed_after_restart(&self) -> u64 {
+        self.served.get(self.killed).copied().unwrap_or_default()
+    }
+
+    /// One line describing this run.
+    pub fn line(&self, names: &[String]) -> String {
+        let served: Vec<String> = self
+            .served
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let name = names.get(i).map_or("?", String::as_str);
+                if i == self.killed {
+                    format!("{name} {n} (since restart)")
+                } else {
+                    format!("{name} {n}")
+                }
+            })
+            .collect();
+        format!(
+            "{:<8} {} requests  success {:.3}%  non-2xx/3xx {}  socket errors {}  p50 {:.3} ms  \
+             p99 {:.3} ms  killed at {:.1} s, back at {:.1} s  served: {}",
+            self.proxy,
+            self.wrk.requests,
+            self.wrk.success_percent(),
+            self.wrk.non_2xx_3xx,
+            self.wrk.socket_errors,
+            self.wrk.p50_ms,
+            self.wrk.p99_ms,
+            self.killed_at_secs,
+            self.restarted_at_secs,
+            served.join(", "),
+        )
+    }
+}
+
+/// The failover table, one row per proxy; `killed_name` heads the last column.
+pub fn failover_table(runs: &[FailoverRun], killed_name: &str) -> String {
+    let last = format!("{killed_name} after restart");
+    let mut out = format!(
+        "{:<8} {:>9} {:>9} {:>8} {:>13} {:>9} {:>9} {:>w$}\n",
+        "proxy",
+        "requests",
+        "success %",
+        "non-2xx",
+        "socket errors",
+        "p50 ms",
+        "p99 ms",
+        last,
+        w = last.len(),
+    );
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>9} {:>9.3} {:>8} {:>13} {:>9.3} {:>9.3} {:>w$}",
+            r.proxy,
+            r.wrk.requests,
+            r.wrk.success_percent(),
+            r.wrk.non_2xx_3xx,
+            r.wrk.socket_errors,
+            r.wrk.p50_ms,
+            r.wrk.p99_ms,
+            r.killed_after_restart(),
+            w = last.len(),
+        );
+    }
+    out
+}
+
 /// `PASS` or `FAIL`.
 pub fn pass(ok: bool) -> &'static str {
     if ok { "PASS" } else { "FAIL" }
@@ -249,6 +357,65 @@ mod tests {
         assert!(line.contains("req/s 1.22x"), "{line}");
         assert!(line.contains("p50 0.91x"), "{line}");
         assert!(table(&[weir, haproxy]).lines().count() == 3);
+    }
+
+    #[test]
+    fn served_between_readings() {
+        assert_eq!(served(&[10, 20, 30], &[15, 28, 30], None), [5, 8, 0]);
+        // The restarted backend counts from zero again: its reading is what it served since.
+        assert_eq!(served(&[10, 20, 30], &[15, 7, 40], Some(1)), [5, 7, 10]);
+        // A counter that went backwards without a restart is not a negative count.
+        assert_eq!(served(&[10], &[4], None), [0]);
+    }
+
+    #[test]
+    fn failover_rows() {
+        let failing = WrkReport {
+            non_2xx_3xx: 150,
+            socket_errors: 50,
+            ..wrk(1000.0, 1.5, 12.25, 20_000)
+        };
+        let runs = [
+            FailoverRun {
+                proxy: "weir".to_owned(),
+                wrk: wrk(1000.0, 1.0, 3.0, 20_000),
+                killed_at_secs: 5.0,
+                restarted_at_secs: 10.02,
+                served: vec![8_000, 3_000, 9_000],
+                killed: 1,
+            },
+            FailoverRun {
+                proxy: "haproxy".to_owned(),
+                wrk: failing,
+                killed_at_secs: 5.0,
+                restarted_at_secs: 10.0,
+                served: vec![7_000, 3_500, 7_000],
+                killed: 1,
+            },
+        ];
+        assert_eq!(runs[1].wrk.success_percent(), 99.0);
+        assert_eq!(runs[0].killed_after_restart(), 3_000);
+        let table = failover_table(&runs, "echo-2");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].ends_with("echo-2 after restart"), "{table}");
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            [
+                "haproxy", "20000", "99.000", "150", "50", "1.500", "12.250", "3500"
+            ]
+        );
+        // Columns line up under their headers.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{table}");
+
+        let names = ["echo-1", "echo-2", "echo-3"].map(str::to_owned);
+        let line = runs[0].line(&names);
+        assert!(line.contains("success 100.000%"), "{line}");
+        assert!(line.contains("killed at 5.0 s, back at 10.0 s"), "{line}");
+        assert!(
+            line.ends_with("served: echo-1 8000, echo-2 3000 (since restart), echo-3 9000"),
+            "{line}"
+        );
     }
 
     #[test]
