@@ -1,13 +1,32 @@
 //! Weir's Kubernetes controller: it watches `LoadBalancerPool`s (crate `weir-crds`) and the
 //! Services and EndpointSlices their backends name, compiles each pool into the contract's
-//! `weir_api::Pool` and serves those to the data planes over the JSON channel.
+//! `weir_api::Pool`, serves those to the data planes over the JSON channel, and writes what
+//! the data planes report back into each pool's status.
 //!
 //! Start with [`targets::compile`], the pure heart of it: a pool and the Services and
 //! EndpointSlices of its namespace in, the pool the data planes serve (targets as address and
 //! weight, Gateway-API weights split across ready endpoints) and a [`targets::Report`] of how
 //! each backend resolved out, which the status's `targets` and `ResolvedRefs` are made of. It
 //! is unit-tested with plain values, without an API server.
+//!
+//! Then, around it:
+//! - [`controller`]: kube-runtime's `Controller`, [`controller::reconcile`] and its
+//!   [`controller::Context`]; it stages compiled pools in the [`hub::Hub`] and writes status.
+//! - [`hub`]: the revisioned pools, their change log and the coalescing of changes.
+//! - [`channel`]: the HTTP server data planes stream from and report to, with [`auth`] and
+//!   [`selector`]; [`dataplanes`] keeps what they report.
+//! - [`status`]: a pool's status and Events as a pure function of what is known.
+//! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener.
 
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod controller;
+pub mod dataplanes;
+pub mod hub;
+pub mod metrics;
+pub mod selector;
+pub mod status;
 pub mod targets;
 
 #[cfg(test)]

@@ -10,10 +10,14 @@
 //! The binaries are built from Go modules by `scripts/control-plane` (which `scripts/test` runs
 //! first) into `~/.cache/weir/k8s`; [`binaries`] says where they are looked for, envtest's
 //! `KUBEBUILDER_ASSETS` included. Tests fail, never skip, when they are missing.
+//!
+//! [`weir`] runs Weir's own programs as processes (the controller, data planes and `weir-echo`
+//! backends) for the tests that drive the whole loop.
 
 pub mod binaries;
 pub mod control_plane;
 pub mod error;
+pub mod weir;
 
 pub use binaries::Binaries;
 pub use control_plane::ControlPlane;

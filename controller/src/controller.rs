@@ -1,0 +1,553 @@
+//! The kube-runtime side: reflectors over LoadBalancerPools, Services and EndpointSlices, a
+//! `Controller` on pools that Services and slices map back to, and [`reconcile`], which
+//! compiles a pool with [`targets::compile`], stages it in the
+//! [`Hub`] and writes its status when it changes.
+//!
+//! - Deleted pools: the reconciler never sees them; the `Controller` reports
+//!   `ObjectNotFound` for a deleted pool's last trigger, and [`run`] removes it from the hub
+//!   then. After a re-list (a watch that fell too far behind), pools gone meanwhile are swept.
+//! - Reports from data planes change status without any Kubernetes object changing: the
+//!   channel sends the affected pools through [`Triggers`] into `Controller::reconcile_on`.
+//! - Nothing is served before the caches are synced and every pool has been compiled once
+//!   (the `ready` flag), so a restarted controller never sends a data plane a partial
+//!   snapshot.
+//!
+//! RBAC it needs: `get`, `list`, `watch` on `loadbalancerpools.weir.dev`, `services` and
+//! `endpointslices.discovery.k8s.io`; `patch` on `loadbalancerpools/status`; `create` and
+//! `patch` on `events.events.k8s.io`; `create` on `tokenreviews.authentication.k8s.io` when
+//! data planes authenticate with ServiceAccount tokens.
+//!
+//! Leader election plugs in here: every replica runs the reflectors, the hub and the channel;
+//! only the holder of the Lease should write status and publish Events (a `leader` flag in
+//! [`Context`], checked before `patch_status`), with reports forwarded or shared.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use weir_api::channel::ChannelPool;
+use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
+
+use crate::dataplanes::DataPlanes;
+use crate::hub::{self, Entry, Hub};
+use crate::metrics::{ErrorLabels, Metrics};
+use crate::status::{self, Facts};
+use crate::targets::{self, Backends, CompileError, Compiled, SERVICE_NAME_LABEL};
+
+/// The field manager of status writes (server-side apply).
+pub const FIELD_MANAGER: &str = "weir-controller";
+/// Reconcile again after this long even if nothing triggers it.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Retry after a failed reconcile.
+const RETRY: Duration = Duration::from_secs(5);
+/// How often data planes that went away are expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the reconciler works with.
+pub struct Context {
+    /// The Kubernetes client, for status writes.
+    pub client: Client,
+    /// The pools served to data planes.
+    pub hub: Arc<Hub>,
+    /// The data planes and their reports.
+    pub data_planes: Arc<DataPlanes>,
+    /// Services, as the reflector holds them.
+    pub services: Store<Service>,
+    /// EndpointSlices labelled with a Service name, as the reflector holds them.
+    pub slices: Store<EndpointSlice>,
+    /// Events about pools.
+    pub recorder: Recorder,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Which caches have synced ([`Synced`] bits).
+    synced: watch::Receiver<u8>,
+    /// The last status written per pool (`namespace/name` to uid and status), so that a
+    /// write the watch has not brought back yet is not repeated.
+    written: Mutex<HashMap<String, (String, LoadBalancerPoolStatus)>>,
+}
+
+/// What the reconciler shares with the channel and the metrics listener.
+#[derive(Clone)]
+pub struct Shared {
+    /// The pools served.
+    pub hub: Arc<Hub>,
+    /// The data planes.
+    pub data_planes: Arc<DataPlanes>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Re-reconciles pools.
+    pub triggers: Triggers,
+}
+
+/// Asks the controller to reconcile pools again (their data planes reported something new).
+#[derive(Clone, Debug)]
+pub struct Triggers(mpsc::UnboundedSender<ObjectRef<LoadBalancerPool>>);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reflectors stopped before their caches synced (the controller is stopping).
+    #[error("the caches stopped before they synced")]
+    CachesStopped,
+    /// The status could not be written.
+    #[error("cannot write the status of {pool}: {source}")]
+    Status {
+        /// `namespace/name`.
+        pool: String,
+        /// What the API server said.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The metric label of the error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::CachesStopped => "caches",
+            Self::Status { .. } => "status",
+        }
+    }
+}
+
+impl Triggers {
+    /// A sender, and the stream `Controller::reconcile_on` takes.
+    pub fn new() -> (
+        Self,
+        impl Stream<Item = ObjectRef<LoadBalancerPool>> + Send + 'static,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+            );
+        (Self(tx), stream)
+    }
+
+    /// Reconciles the pools named `namespace/name`.
+    pub fn pools<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) {
+        for name in names {
+            if let Some((namespace, name)) = name.as_ref().split_once('/') {
+                let _ = self.0.send(ObjectRef::new(name).within(namespace));
+            }
+        }
+    }
+}
+
+/// Bits of the caches that have synced, set by each reflector's first `InitDone`.
+///
+/// (kube-runtime's `Store::wait_until_ready` wakes only the last of several concurrent
+/// waiters, and the `Controller` is one; a tokio `watch` wakes them all.)
+struct Synced;
+
+impl Synced {
+    const POOLS: u8 = 1;
+    const SERVICES: u8 = 2;
+    const SLICES: u8 = 4;
+    const ALL: u8 = Self::POOLS | Self::SERVICES | Self::SLICES;
+
+    /// Sets `bit` in `synced` when `event` ends a (re-)list.
+    fn mark<K>(synced: &watch::Sender<u8>, bit: u8, event: &watcher::Event<K>) {
+        if matches!(event, watcher::Event::InitDone) {
+            tracing::debug!(bit, "cache synced");
+            synced.send_if_modified(|bits| {
+                let before = *bits;
+                *bits |= bit;
+                *bits != before
+            });
+        }
+    }
+
+    async fn wait(synced: &watch::Receiver<u8>, bits: u8) -> Result<(), Error> {
+        let mut synced = synced.clone();
+        synced
+            .wait_for(|b| b & bits == bits)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::CachesStopped)
+    }
+}
+
+impl Context {
+    /// Waits for the Service and EndpointSlice caches: a pool compiled before they are synced
+    /// would read as having no backends.
+    async fn caches_synced(&self) -> Result<(), Error> {
+        Synced::wait(&self.synced, Synced::SERVICES | Synced::SLICES).await
+    }
+
+    /// Compiles `lbp` with the cached Services and slices of its namespace that it names.
+    fn compile(&self, lbp: &LoadBalancerPool) -> Result<Compiled, CompileError> {
+        let namespace = lbp.namespace().unwrap_or_default();
+        let names = lbp.spec.service_names();
+        let services: Vec<Arc<Service>> = names
+            .iter()
+            .filter_map(|name| self.services.get(&ObjectRef::new(name).within(&namespace)))
+            .collect();
+        let slices: Vec<Arc<EndpointSlice>> = self.slices.state_filter(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && s.labels()
+                    .get(SERVICE_NAME_LABEL)
+                    .is_some_and(|service| names.contains(&service.as_str()))
+        });
+        let backends = Backends::new(services.iter().map(|s| &**s), slices.iter().map(|s| &**s));
+        targets::compile(lbp, &backends)
+    }
+
+    /// Stages a compiled pool in the hub; a pool that failed to compile keeps its last good
+    /// version there.
+    fn stage(&self, lbp: &LoadBalancerPool, compiled: &Result<Compiled, CompileError>) {
+        if let Ok(compiled) = compiled {
+            self.hub.stage(
+                &compiled.pool.name,
+                Some(Entry {
+                    pool: ChannelPool {
+                        generation: lbp.metadata.generation.unwrap_or_default(),
+                        pool: compiled.pool.clone(),
+                    },
+                    labels: lbp.labels().clone(),
+                }),
+            );
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
+/// Compiles the pool, stages it for the data planes, and writes its status if it changed.
+pub async fn reconcile(lbp: Arc<LoadBalancerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    ctx.caches_synced().await?;
+    let namespace = lbp.namespace().unwrap_or_default();
+    let name = format!("{namespace}/{}", lbp.name_any());
+    let generation = lbp.metadata.generation.unwrap_or_default();
+    let compiled = ctx.compile(&lbp);
+    ctx.stage(&lbp, &compiled);
+
+    let targets: Vec<SocketAddr> = match &compiled {
+        Ok(c) => c.pool.targets.iter().map(|t| t.address).collect(),
+        Err(_) => ctx
+            .hub
+            .get(&name)
+            .map(|e| e.pool.pool.targets.iter().map(|t| t.address).collect())
+            .unwrap_or_default(),
+    };
+    let seen = ctx
+        .data_planes
+        .observe(&name, lbp.labels(), generation, &targets, Instant::now());
+    let uid = lbp.uid().unwrap_or_default();
+    let previous = {
+        let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(&name) {
+            Some((written_uid, status)) if *written_uid == uid => Some(status.clone()),
+            _ => lbp.status.clone(),
+        }
+    };
+    let routes = lbp.spec.routes_summary();
+    let facts = Facts {
+        generation,
+        routes: &routes,
+        compiled: compiled.as_ref().map(|c| &c.report),
+        seen: &seen,
+    };
+    let next = status::desired(
+        &facts,
+        previous.as_ref(),
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    if previous.as_ref() == Some(&next) {
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    let api: Api<LoadBalancerPool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": LoadBalancerPool::api_version(&()),
+        "kind": LoadBalancerPool::kind(&()),
+        "status": next,
+    });
+    api.patch_status(
+        &lbp.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        pool: name.clone(),
+        source,
+    })?;
+    ctx.metrics.status_writes.inc();
+    tracing::info!(
+        pool = %name,
+        generation,
+        targets = ?next.targets,
+        data_planes = ?next.data_planes,
+        conditions = %conditions_text(&next),
+        "status written"
+    );
+    let notices = status::notices(previous.as_ref(), &next);
+    ctx.written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone(), (uid, next));
+    let reference = lbp.object_ref(&());
+    for notice in notices {
+        let event = Event {
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: notice.reason.to_owned(),
+            note: Some(notice.note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(pool = %name, error = %e, "cannot publish an event");
+        }
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Counts the failure and retries after a few seconds.
+pub fn error_policy(lbp: Arc<LoadBalancerPool>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            error: error.label(),
+        })
+        .inc();
+    tracing::warn!(pool = %lbp.name_any(), namespace = ?lbp.namespace(), %error, "reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+/// Runs the controller until its watches end: reflectors, the `Controller`, the hub's
+/// committer and the expiry of data planes that went away. Sets `ready` once the caches are
+/// synced and every pool has been compiled into the hub.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    shared: Shared,
+    triggered: impl Stream<Item = ObjectRef<LoadBalancerPool>> + Send + 'static,
+    ready: watch::Sender<bool>,
+) {
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
+    let Shared {
+        hub,
+        data_planes,
+        metrics,
+        triggers,
+    } = shared;
+
+    let (synced_tx, synced) = watch::channel(0u8);
+    let synced_tx = Arc::new(synced_tx);
+    let (pool_store, pool_writer) = reflector::store::<LoadBalancerPool>();
+    let (services, service_writer) = reflector::store::<Service>();
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+
+    let pool_events = {
+        let (hub, pool_store, synced_tx) = (hub.clone(), pool_store.clone(), synced_tx.clone());
+        watcher(
+            api::<LoadBalancerPool>(&client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(pool_writer)
+        .inspect_ok(move |event| {
+            Synced::mark(&synced_tx, Synced::POOLS, event);
+            if matches!(event, watcher::Event::InitDone) {
+                // Pools deleted while the watch was down never get a Delete event.
+                hub.sweep(|name| {
+                    name.split_once('/').is_some_and(|(ns, name)| {
+                        pool_store.get(&ObjectRef::new(name).within(ns)).is_some()
+                    })
+                });
+            }
+        })
+        .touched_objects()
+    };
+    let service_events = {
+        let synced_tx = synced_tx.clone();
+        watcher(api::<Service>(&client, ns), watcher::Config::default())
+            .default_backoff()
+            .reflect(service_writer)
+            .inspect_ok(move |event| Synced::mark(&synced_tx, Synced::SERVICES, event))
+            .touched_objects()
+    };
+    let slice_events = {
+        let synced_tx = synced_tx.clone();
+        watcher(
+            api::<EndpointSlice>(&client, ns),
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+        )
+        .default_backoff()
+        .reflect(slice_writer)
+        .inspect_ok(move |event| Synced::mark(&synced_tx, Synced::SLICES, event))
+        .touched_objects()
+    };
+
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        hub: hub.clone(),
+        data_planes: data_planes.clone(),
+        services: services.clone(),
+        slices: slices.clone(),
+        recorder: Recorder::new(client, reporter),
+        metrics: metrics.clone(),
+        synced: synced.clone(),
+        written: Mutex::new(HashMap::new()),
+    });
+
+    let committer = {
+        let (hub, data_planes, metrics) = (hub.clone(), data_planes.clone(), metrics.clone());
+        tokio::spawn(async move {
+            hub.coalesce(hub::QUIET, hub::MAX_DELAY, |revisions, staged| {
+                metrics.revision.set(*revisions.end());
+                metrics.pools.set(gauge(hub.names().len()));
+                data_planes.committed(revisions, staged);
+            })
+            .await;
+        })
+    };
+    let expiry = {
+        let (hub, data_planes, metrics, triggers) = (
+            hub.clone(),
+            data_planes.clone(),
+            metrics.clone(),
+            triggers.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRE_EVERY);
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                for (id, selector) in data_planes.expire(now) {
+                    tracing::info!(data_plane = %id, "data plane gone: no stream and no report for 30 s");
+                    triggers.pools(hub.selected(&selector));
+                }
+                metrics.data_planes.set(gauge(data_planes.connected(now)));
+                for took in data_planes.converged(now, |r| hub.issued(r)) {
+                    metrics.convergence.observe(took.as_secs_f64());
+                }
+            }
+        })
+    };
+    let priming = {
+        let (ctx, pool_store) = (ctx.clone(), pool_store.clone());
+        tokio::spawn(async move {
+            if Synced::wait(&synced, Synced::ALL).await.is_err() {
+                return;
+            }
+            let pools = pool_store.state();
+            for lbp in &pools {
+                let compiled = ctx.compile(lbp);
+                ctx.stage(lbp, &compiled);
+            }
+            ctx.hub.commit();
+            ctx.metrics.revision.set(ctx.hub.revision());
+            ctx.metrics.pools.set(gauge(ctx.hub.names().len()));
+            tracing::info!(
+                pools = pools.len(),
+                revision = ctx.hub.revision(),
+                "caches synced and pools compiled; serving data planes"
+            );
+            let _ = ready.send(true);
+        })
+    };
+
+    let by_service = {
+        let pools = pool_store.clone();
+        move |namespace: Option<String>, service: Option<String>| {
+            let (Some(namespace), Some(service)) = (namespace, service) else {
+                return Vec::new();
+            };
+            pools
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    p.namespace().as_deref() == Some(namespace.as_str())
+                        && p.spec.service_names().contains(&service.as_str())
+                })
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_slice = by_service.clone();
+    let hub_for_removal = hub.clone();
+    Controller::for_stream(pool_events, pool_store)
+        .watches_stream(service_events, move |s: Service| {
+            by_service(s.metadata.namespace, s.metadata.name)
+        })
+        .watches_stream(slice_events, move |s: EndpointSlice| {
+            let service = s.labels().get(SERVICE_NAME_LABEL).cloned();
+            by_slice(s.metadata.namespace, service)
+        })
+        .reconcile_on(triggered)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            match result {
+                Ok(_) => {}
+                Err(controller::Error::ObjectNotFound(gone)) => {
+                    let name = match &gone.namespace {
+                        Some(ns) => format!("{ns}/{}", gone.name),
+                        None => gone.name.clone(),
+                    };
+                    if hub_for_removal.get(&name).is_some() {
+                        tracing::info!(pool = %name, "pool deleted; removing it from the data planes");
+                    }
+                    hub_for_removal.stage(&name, None);
+                    ctx.forget(&name);
+                }
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(error = %e, "controller error"),
+            }
+            std::future::ready(())
+        })
+        .await;
+    committer.abort();
+    expiry.abort();
+    priming.abort();
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn conditions_text(status: &LoadBalancerPoolStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={}/{}", c.type_, c.status, c.reason))
+        .collect::<Vec<_>>()
+        .join(",")
+}

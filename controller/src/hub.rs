@@ -1,0 +1,449 @@
+//! The revisioned state the data planes follow: every compiled pool by name, a revision that
+//! grows by one per change, and a bounded log of which pool each revision changed, so that a
+//! data plane reconnecting with `since` gets only what it missed.
+//!
+//! The reconciler [`stage`](Hub::stage)s what it compiled; [`coalesce`](Hub::coalesce) commits
+//! staged changes at most every [`MAX_DELAY`] (sooner once changes pause for [`QUIET`]), so a
+//! burst of EndpointSlice updates becomes one revision per pool and one push per stream.
+//! Staging a pool exactly as it is changes nothing and bumps no revision.
+//!
+//! Revisions start at a random base ([`Hub::random_base`]: random high bits, a counter in the
+//! low 39): a data plane that followed another controller process (a previous run, another
+//! replica) names a `since` this hub never issued, and gets the full state instead of a
+//! wrong delta.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use weir_api::channel::{ChannelPool, Update};
+
+use crate::selector::Selector;
+
+/// Changes remembered for reconnecting data planes; one that missed more gets the full state.
+pub const LOG_CAPACITY: usize = 4096;
+/// Longest a staged change waits before it is committed.
+pub const MAX_DELAY: Duration = Duration::from_millis(100);
+/// A pause in staging this long commits what is staged before [`MAX_DELAY`].
+pub const QUIET: Duration = Duration::from_millis(20);
+/// Bits of a revision left to the counter; the bits above hold the random base.
+const COUNTER_BITS: u32 = 39;
+
+/// A pool as the hub holds it: what the data planes get, and the labels selectors match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The pool and the generation it was compiled from.
+    pub pool: ChannelPool,
+    /// The `LoadBalancerPool`'s labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The pools the data planes serve, revisioned. Shared by the reconciler and the channel.
+#[derive(Debug)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    staged_signal: Notify,
+    revision_tx: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    revision: u64,
+    pools: BTreeMap<String, Arc<Entry>>,
+    /// `(revision, pool name)`, oldest first, contiguous revisions.
+    log: VecDeque<(u64, String)>,
+    capacity: usize,
+    /// Changes not yet committed, by pool name (`None`: removal).
+    staged: BTreeMap<String, Option<Arc<Entry>>>,
+}
+
+impl Hub {
+    /// An empty hub at revision `base`, remembering [`LOG_CAPACITY`] changes.
+    pub fn new(base: u64) -> Self {
+        Self::with_capacity(base, LOG_CAPACITY)
+    }
+
+    /// An empty hub at revision `base`, remembering `capacity` changes.
+    pub fn with_capacity(base: u64, capacity: usize) -> Self {
+        let (revision_tx, _) = watch::channel(base);
+        Self {
+            inner: Mutex::new(Inner {
+                revision: base,
+                pools: BTreeMap::new(),
+                log: VecDeque::new(),
+                capacity: capacity.max(1),
+                staged: BTreeMap::new(),
+            }),
+            staged_signal: Notify::new(),
+            revision_tx,
+        }
+    }
+
+    /// A random starting revision, different from any other process's in all likelihood:
+    /// 24 random bits above a 39-bit counter (enough for a change a millisecond for 17 years).
+    pub fn random_base() -> u64 {
+        fastrand::u64(1..1 << 24) << COUNTER_BITS
+    }
+
+    /// Whether `revision` was issued by this hub's process (reports from data planes that
+    /// followed another controller are not).
+    pub fn issued(&self, revision: u64) -> bool {
+        let inner = self.lock();
+        let base = inner.revision >> COUNTER_BITS << COUNTER_BITS;
+        (base..=inner.revision).contains(&revision)
+    }
+
+    /// Stages `entry` as pool `name` (`None`: removes it), for the next commit. Staging what
+    /// is already in force is a no-op.
+    pub fn stage(&self, name: &str, entry: Option<Entry>) {
+        let mut inner = self.lock();
+        let current = inner.pools.get(name).map(|e| &**e);
+        if current == entry.as_ref() && !inner.staged.contains_key(name) {
+            return;
+        }
+        inner.staged.insert(name.to_owned(), entry.map(Arc::new));
+        drop(inner);
+        self.staged_signal.notify_one();
+    }
+
+    /// Stages the removal of every pool for which `keep` is false (after a re-list, pools
+    /// deleted while the watch was down).
+    pub fn sweep(&self, keep: impl Fn(&str) -> bool) {
+        for name in self.names() {
+            if !keep(&name) {
+                self.stage(&name, None);
+            }
+        }
+    }
+
+    /// Commits what is staged: one revision per pool that really changed. Returns the new
+    /// revisions, if any, and wakes the streams.
+    pub fn commit(&self) -> Option<RangeInclusive<u64>> {
+        let mut inner = self.lock();
+        let staged = std::mem::take(&mut inner.staged);
+        let first = inner.revision + 1;
+        for (name, entry) in staged {
+            let unchanged = match (&entry, inner.pools.get(&name)) {
+                (Some(new), Some(old)) => new == old,
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
+                continue;
+            }
+            inner.revision += 1;
+            let revision = inner.revision;
+            match entry {
+                Some(entry) => inner.pools.insert(name.clone(), entry),
+                None => inner.pools.remove(&name),
+            };
+            inner.log.push_back((revision, name));
+            if inner.log.len() > inner.capacity {
+                inner.log.pop_front();
+            }
+        }
+        let last = inner.revision;
+        drop(inner);
+        (last >= first).then(|| {
+            self.revision_tx.send_replace(last);
+            first..=last
+        })
+    }
+
+    /// Commits staged changes as they come, coalesced: after the first change, waits until
+    /// changes pause for `quiet` or `max_delay` has passed, then commits and calls
+    /// `committed` with the new revisions and when the first of them was staged. Runs for
+    /// ever.
+    pub async fn coalesce(
+        &self,
+        quiet: Duration,
+        max_delay: Duration,
+        mut committed: impl FnMut(RangeInclusive<u64>, Instant),
+    ) {
+        loop {
+            self.staged_signal.notified().await;
+            let first = Instant::now();
+            let deadline = first + max_delay;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let more = tokio::time::timeout(quiet.min(left), self.staged_signal.notified());
+                if more.await.is_err() {
+                    break;
+                }
+            }
+            if let Some(revisions) = self.commit() {
+                committed(revisions, first);
+            }
+        }
+    }
+
+    /// A receiver of the current revision, changed at every commit.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision_tx.subscribe()
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// The pool `name`, as committed.
+    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+        self.lock().pools.get(name).cloned()
+    }
+
+    /// Names of the committed pools.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().pools.keys().cloned().collect()
+    }
+
+    /// Names of the committed pools `selector` selects.
+    pub fn selected(&self, selector: &Selector) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .pools
+            .iter()
+            .filter(|(_, e)| selector.matches(&e.labels))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// What a stream at revision `since` (`None`: nothing yet) needs to reach the current
+    /// revision, limited to the pools `selector` selects: nothing when it is current, the
+    /// changes it missed when the log still holds them, else a snapshot.
+    ///
+    /// Every revision gets a message, so the data plane sees no gap: a change to a pool the
+    /// selector does not select is sent as its removal (it is not this data plane's). A pool
+    /// changed twice since `since` is sent as it now is, twice: the last message wins.
+    pub fn updates(&self, since: Option<u64>, selector: &Selector) -> Vec<Update> {
+        let inner = self.lock();
+        let oldest = inner.log.front().map_or(inner.revision, |(r, _)| r - 1);
+        match since {
+            Some(since) if since == inner.revision => Vec::new(),
+            Some(since) if (oldest..inner.revision).contains(&since) => inner
+                .log
+                .iter()
+                .filter(|(revision, _)| *revision > since)
+                .map(|(revision, name)| match inner.pools.get(name) {
+                    Some(e) if selector.matches(&e.labels) => Update::Pool {
+                        revision: *revision,
+                        pool: Box::new(e.pool.clone()),
+                    },
+                    _ => Update::Removed {
+                        revision: *revision,
+                        name: name.clone(),
+                    },
+                })
+                .collect(),
+            _ => vec![Update::Snapshot {
+                revision: inner.revision,
+                pools: inner
+                    .pools
+                    .values()
+                    .filter(|e| selector.matches(&e.labels))
+                    .map(|e| e.pool.clone())
+                    .collect(),
+            }],
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::Pool;
+
+    const BASE: u64 = 7 << COUNTER_BITS;
+
+    fn entry(name: &str, generation: i64, weight: u32, team: &str) -> Entry {
+        let pool: Pool = serde_json::from_value(serde_json::json!({
+            "name": name,
+            "routes": [{"host": format!("{}.example", name.replace('/', "-")), "pathPrefix": "/"}],
+            "targets": [{"address": "10.0.0.1:80", "weight": weight}],
+        }))
+        .unwrap();
+        Entry {
+            pool: ChannelPool { generation, pool },
+            labels: [("team".to_owned(), team.to_owned())].into(),
+        }
+    }
+
+    fn describe(updates: &[Update]) -> Vec<String> {
+        updates
+            .iter()
+            .map(|u| match u {
+                Update::Snapshot { revision, pools } => format!(
+                    "snapshot@{} [{}]",
+                    revision - BASE,
+                    pools
+                        .iter()
+                        .map(|p| p.pool.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Update::Pool { revision, pool } => {
+                    format!("pool@{} {}", revision - BASE, pool.pool.name)
+                }
+                Update::Removed { revision, name } => format!("removed@{} {name}", revision - BASE),
+                Update::Heartbeat { revision } => format!("heartbeat@{}", revision - BASE),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_bumps_the_revision_once_and_an_unchanged_stage_not_at_all() {
+        let hub = Hub::new(BASE);
+        hub.stage("shop/a", Some(entry("shop/a", 1, 1, "x")));
+        hub.stage("shop/a", Some(entry("shop/a", 1, 2, "x")));
+        assert_eq!(
+            hub.commit(),
+            Some(BASE + 1..=BASE + 1),
+            "coalesced into one"
+        );
+        hub.stage("shop/a", Some(entry("shop/a", 1, 2, "x")));
+        assert_eq!(hub.commit(), None, "nothing changed");
+        hub.stage("shop/b", None);
+        assert_eq!(
+            hub.commit(),
+            None,
+            "removing what is not there changes nothing"
+        );
+        hub.stage("shop/a", None);
+        hub.stage("shop/b", Some(entry("shop/b", 1, 1, "x")));
+        assert_eq!(hub.commit(), Some(BASE + 2..=BASE + 3));
+        assert_eq!(hub.names(), ["shop/b"]);
+        assert!(hub.issued(BASE + 3));
+        assert!(!hub.issued(BASE + 4));
+        assert!(!hub.issued(3));
+    }
+
+    #[test]
+    fn a_reconnect_gets_what_it_missed_or_a_snapshot() {
+        let hub = Hub::with_capacity(BASE, 3);
+        let all = Selector::default();
+        assert_eq!(describe(&hub.updates(None, &all)), ["snapshot@0 []"]);
+        for (i, name) in ["shop/a", "shop/b", "shop/c"].iter().enumerate() {
+            hub.stage(name, Some(entry(name, 1, 1, "x")));
+            assert_eq!(
+                hub.commit(),
+                Some(BASE + i as u64 + 1..=BASE + i as u64 + 1)
+            );
+        }
+        assert!(hub.updates(Some(BASE + 3), &all).is_empty(), "up to date");
+        assert_eq!(
+            describe(&hub.updates(Some(BASE + 1), &all)),
+            ["pool@2 shop/b", "pool@3 shop/c"]
+        );
+        assert_eq!(
+            describe(&hub.updates(Some(BASE), &all)),
+            ["pool@1 shop/a", "pool@2 shop/b", "pool@3 shop/c"]
+        );
+        hub.stage("shop/a", None);
+        hub.commit();
+        assert_eq!(
+            describe(&hub.updates(Some(BASE), &all)),
+            ["snapshot@4 [shop/b,shop/c]"],
+            "revision 1 fell out of the log"
+        );
+        assert_eq!(
+            describe(&hub.updates(Some(BASE + 1), &all)),
+            ["pool@2 shop/b", "pool@3 shop/c", "removed@4 shop/a"]
+        );
+        for foreign in [5, BASE + 99, BASE + (1 << COUNTER_BITS) + 2] {
+            assert_eq!(
+                describe(&hub.updates(Some(foreign), &all)),
+                ["snapshot@4 [shop/b,shop/c]"],
+                "a revision this hub never issued: {foreign}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_selector_limits_the_snapshot_and_turns_other_changes_into_removals() {
+        let hub = Hub::new(BASE);
+        let shop = Selector::parse("team=shop").unwrap();
+        hub.stage("ns/a", Some(entry("ns/a", 1, 1, "shop")));
+        hub.stage("ns/b", Some(entry("ns/b", 1, 1, "web")));
+        hub.commit();
+        assert_eq!(describe(&hub.updates(None, &shop)), ["snapshot@2 [ns/a]"]);
+        assert_eq!(hub.selected(&shop), ["ns/a"]);
+        // b changes, then a is relabelled out of the selection.
+        hub.stage("ns/b", Some(entry("ns/b", 2, 1, "web")));
+        hub.commit();
+        hub.stage("ns/a", Some(entry("ns/a", 1, 1, "web")));
+        hub.commit();
+        assert_eq!(
+            describe(&hub.updates(Some(BASE + 2), &shop)),
+            ["removed@3 ns/b", "removed@4 ns/a"],
+            "every revision is accounted for"
+        );
+    }
+
+    #[test]
+    fn a_pool_changed_twice_is_sent_as_it_now_is() {
+        let hub = Hub::new(BASE);
+        let all = Selector::default();
+        hub.stage("ns/a", Some(entry("ns/a", 1, 1, "x")));
+        hub.commit();
+        hub.stage("ns/a", Some(entry("ns/a", 2, 5, "x")));
+        hub.commit();
+        let updates = hub.updates(Some(BASE), &all);
+        assert_eq!(describe(&updates), ["pool@1 ns/a", "pool@2 ns/a"]);
+        for u in &updates {
+            let Update::Pool { pool, .. } = u else {
+                unreachable!()
+            };
+            assert_eq!(pool.generation, 2);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_committed_as_one_push_within_the_delay() {
+        let hub = Arc::new(Hub::new(BASE));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let committer = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                hub.coalesce(QUIET, MAX_DELAY, |r, first| {
+                    let _ = tx.send((r, first, Instant::now()));
+                })
+                .await;
+            })
+        };
+        let start = Instant::now();
+        // A change every 7 ms from 3 ms to 276 ms: never quiet for 20 ms until the end, so
+        // commits come MAX_DELAY after the first change each time, then after the quiet.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        for i in 0..40 {
+            hub.stage("ns/a", Some(entry("ns/a", 1, i + 1, "x")));
+            tokio::time::sleep(Duration::from_millis(7)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut commits = Vec::new();
+        while let Ok((revisions, first, at)) = rx.try_recv() {
+            let ms = |t: Instant| (t - start).as_millis();
+            commits.push((revisions.count(), ms(first), ms(at)));
+        }
+        assert_eq!(
+            commits,
+            [(1, 3, 103), (1, 108, 208), (1, 213, 296)],
+            "one revision per commit, at most every 100 ms, the last after 20 ms of quiet"
+        );
+        // A lone change goes out after the quiet period.
+        let lone = Instant::now();
+        hub.stage("ns/b", Some(entry("ns/b", 1, 1, "x")));
+        let (_, first, at) = rx.recv().await.unwrap();
+        assert_eq!((first - lone, at - lone), (Duration::ZERO, QUIET));
+        committer.abort();
+    }
+}

@@ -1,0 +1,549 @@
+//! Weir's own programs as processes for end-to-end tests: `weir-controller`, `weir-dataplane`
+//! and `weir-echo` backends, an HTTP client to drive traffic through data planes, and bounded
+//! waits.
+//!
+//! The binaries are taken from the build folder of the test executable (`target/<profile>/`,
+//! the parent of its `deps/`), where `cargo test --workspace` puts them; a missing one fails
+//! the test with the command that builds it. Every process is killed when its handle drops,
+//! and a test that panics prints the logs of the processes it started.
+//!
+//! EndpointSlices may not point at loopback addresses (the API server refuses 127.0.0.0/8),
+//! so backends run on the tests' own test host, a network namespace that `scripts/test-hosts`
+//! makes ([`host_address`]); the data planes reach it over a veth pair and nothing leaves
+//! the machine.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io::{BufRead as _, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Longest one request may take.
+pub const REQUEST_BOUND: Duration = Duration::from_secs(10);
+/// Longest a process may take to start serving.
+pub const START_BOUND: Duration = Duration::from_secs(30);
+
+/// The path of Weir binary `name` (`weir-controller`, `weir-dataplane`, `weir-echo`) next to
+/// the test executable's `deps/` folder.
+///
+/// # Panics
+/// When it is missing, with the command that builds it.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .expect("the test executable lives in target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p {name}` (`cargo test --workspace` builds \
+         it too)",
+        path.display()
+    );
+    path
+}
+
+/// The network namespace of the test host, made by `scripts/test-hosts`.
+pub const TEST_HOST_NAMESPACE: &str = "weir-e2e";
+
+/// The test host's address: backends listen there, EndpointSlices name it.
+///
+/// # Panics
+/// When the test host is missing: run `scripts/test-hosts` (as root), as `scripts/test` does.
+pub fn host_address() -> IpAddr {
+    let present = Path::new("/run/netns").join(TEST_HOST_NAMESPACE).exists();
+    assert!(
+        present,
+        "the test host (network namespace {TEST_HOST_NAMESPACE}) is missing: run scripts/test-hosts \
+         as root (scripts/test does), since EndpointSlices refuse loopback addresses"
+    );
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2))
+}
+
+/// An address on `ip` with a port that was free a moment ago.
+pub fn free_port(ip: IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).expect("binding a free port");
+    listener.local_addr().expect("a bound address")
+}
+
+/// A child process with its stderr collected; killed when dropped. Its `WEIR_LOG` is
+/// `WEIR_E2E_LOG` when set (`debug`, `weir_controller=debug`), else `info`.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: Log,
+}
+
+impl Process {
+    /// Starts `command` (stdin closed, stderr collected; stdout as the caller set it).
+    pub fn spawn(name: &str, mut command: Command) -> Self {
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WEIR_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .env("NO_COLOR", "1")
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_E2E_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let log = Log::capture(child.stderr.take().expect("piped stderr"));
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Kills it at once (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.text()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}----", self.name, self.log());
+        }
+        self.kill();
+    }
+}
+
+/// A `weir-echo` backend.
+pub struct Echo {
+    /// Its `--name`, answered in `x-backend`.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _process: Process,
+}
+
+impl Echo {
+    /// Starts `weir-echo --name NAME` on a free port of `ip` and waits for its address; on
+    /// the test host's address it runs inside the test host's namespace.
+    pub fn start(name: &str, ip: IpAddr) -> Self {
+        let mut command = if ip == host_address() {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", TEST_HOST_NAMESPACE])
+                .arg(binary("weir-echo"));
+            c
+        } else {
+            Command::new(binary("weir-echo"))
+        };
+        command
+            .args([
+                "--listen",
+                &SocketAddr::new(ip, 0).to_string(),
+                "--name",
+                name,
+            ])
+            .stdout(Stdio::piped());
+        let mut process = Process::spawn(&format!("weir-echo {name}"), command);
+        let stdout = process.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            lines.for_each(drop);
+        });
+        let line = rx.recv_timeout(START_BOUND).unwrap_or_else(|_| {
+            panic!(
+                "weir-echo {name} did not say `listening on` within {START_BOUND:?}: {}",
+                process.log()
+            )
+        });
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from weir-echo: {line:?}"));
+        Self {
+            name: name.to_owned(),
+            addr,
+            _process: process,
+        }
+    }
+}
+
+/// A `weir-controller` on loopback ports, with the kubeconfig of a test control plane.
+pub struct Controller {
+    /// The channel listener.
+    pub channel: SocketAddr,
+    /// The metrics listener.
+    pub metrics: SocketAddr,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+    process: Option<Process>,
+    http: Http,
+}
+
+impl Controller {
+    /// Starts it against `kubeconfig` with `args` (such as `--namespace` and `--token`) and
+    /// waits until `/ready` answers 200: caches synced, pools compiled.
+    pub async fn start(kubeconfig: &Path, args: &[&str]) -> Self {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut controller = Self {
+            channel: free_port(loopback),
+            metrics: free_port(loopback),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            kubeconfig: kubeconfig.to_owned(),
+            process: None,
+            http: Http::new(),
+        };
+        controller.restart().await;
+        controller
+    }
+
+    /// Kills it at once (SIGKILL): streams break, nothing is said to the data planes.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again on the same ports and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let mut command = Command::new(binary("weir-controller"));
+        command
+            .args(["--channel", &self.channel.to_string()])
+            .args(["--metrics", &self.metrics.to_string()])
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null());
+        self.process = Some(Process::spawn("weir-controller", command));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.process.as_mut().and_then(Process::exited) {
+                panic!("weir-controller exited with {status}:\n{}", self.log());
+            }
+            if let Ok(reply) = self
+                .http
+                .get(&format!("http://{}/ready", self.metrics))
+                .await
+                && reply.status == StatusCode::OK
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < START_BOUND,
+                "weir-controller not ready within {START_BOUND:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://CHANNEL`, what data planes are given as `--controller`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.channel)
+    }
+
+    /// The value of the `/metrics` sample written exactly as `sample`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let reply = self
+            .http
+            .get(&format!("http://{}/metrics", self.metrics))
+            .await
+            .ok()?;
+        reply.body.lines().find_map(|line| {
+            let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.process.as_ref().map(Process::log).unwrap_or_default()
+    }
+}
+
+/// A `weir-dataplane` following a controller, on loopback ports.
+pub struct DataPlane {
+    /// Its `--data-plane-id`.
+    pub id: String,
+    /// The proxy listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    process: Process,
+    http: Http,
+}
+
+impl DataPlane {
+    /// Starts `weir-dataplane --controller URL --data-plane-id ID` with `args` (the token,
+    /// a selector) and waits until `/ready` answers 200: the controller's first state is in
+    /// force.
+    pub async fn start(id: &str, controller: &str, args: &[&str]) -> Self {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (listen, admin) = (free_port(loopback), free_port(loopback));
+        let mut command = Command::new(binary("weir-dataplane"));
+        command
+            .args(["--controller", controller, "--data-plane-id", id])
+            .args(["--listen", &listen.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .args(["--workers", "1"])
+            .args(args)
+            .stdout(Stdio::null());
+        let mut plane = Self {
+            id: id.to_owned(),
+            listen,
+            admin,
+            process: Process::spawn(&format!("weir-dataplane {id}"), command),
+            http: Http::new(),
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = plane.process.exited() {
+                panic!("weir-dataplane {id} exited with {status}:\n{}", plane.log());
+            }
+            if let Ok(reply) = plane.http.get(&format!("http://{admin}/ready")).await
+                && reply.status == StatusCode::OK
+            {
+                return plane;
+            }
+            assert!(
+                started.elapsed() < START_BOUND,
+                "weir-dataplane {id} not ready within {START_BOUND:?}:\n{}",
+                plane.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET `path` through the proxy, on a kept-alive connection.
+    pub async fn get(&self, path: &str) -> Result<Reply, String> {
+        self.http
+            .get(&format!("http://{}{path}", self.listen))
+            .await
+    }
+
+    /// `n` GETs of `path` in a row, tallied.
+    pub async fn tally(&self, path: &str, n: usize) -> Tally {
+        let mut tally = Tally::default();
+        for _ in 0..n {
+            tally.record(self.get(path).await);
+        }
+        tally
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+/// An HTTP/1.1 client keeping one connection alive per host.
+#[derive(Clone)]
+pub struct Http(Client<HttpConnector, Full<Bytes>>);
+
+/// A whole answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// Its status.
+    pub status: StatusCode,
+    /// `x-backend`: which backend answered.
+    pub backend: Option<String>,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl Http {
+    /// A new client.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self(
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1)
+                .build(connector),
+        )
+    }
+
+    /// GET `url`, bounded by [`REQUEST_BOUND`].
+    pub async fn get(&self, url: &str) -> Result<Reply, String> {
+        self.send(Method::GET, url, None).await
+    }
+
+    /// A request with an optional bearer token, bounded by [`REQUEST_BOUND`].
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<Reply, String> {
+        let mut request = Request::builder().method(method).uri(url);
+        if let Some(token) = bearer {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self
+                .0
+                .request(request)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                backend: parts
+                    .headers
+                    .get("x-backend")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(REQUEST_BOUND, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_BOUND:?}")))
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Answers counted by backend.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests without a 200 answer.
+    pub failures: u64,
+    /// 200 answers by backend.
+    pub by_backend: BTreeMap<String, u64>,
+    /// The first few failures.
+    pub failed: Vec<String>,
+}
+
+impl Tally {
+    /// Counts one answer.
+    pub fn record(&mut self, result: Result<Reply, String>) {
+        self.requests += 1;
+        match result {
+            Ok(reply) if reply.status == StatusCode::OK => {
+                let backend = reply.backend.unwrap_or_else(|| "(none)".to_owned());
+                *self.by_backend.entry(backend).or_default() += 1;
+            }
+            other => {
+                self.failures += 1;
+                if self.failed.len() < 5 {
+                    self.failed.push(match other {
+                        Ok(reply) => format!("{} {}", reply.status, reply.body.trim()),
+                        Err(e) => e,
+                    });
+                }
+            }
+        }
+    }
+
+    /// 200 answers from `backend`.
+    pub fn count(&self, backend: &str) -> u64 {
+        self.by_backend.get(backend).copied().unwrap_or(0)
+    }
+
+    /// `backend`'s share of the 200 answers, in percent.
+    pub fn share(&self, backend: &str) -> f64 {
+        let ok: u64 = self.by_backend.values().sum();
+        if ok == 0 {
+            0.0
+        } else {
+            self.count(backend) as f64 * 100.0 / ok as f64
+        }
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} requests, {} failed;", self.requests, self.failures)?;
+        for (backend, n) in &self.by_backend {
+            write!(f, " {backend} {n} ({:.1}%)", self.share(backend))?;
+        }
+        if !self.failed.is_empty() {
+            write!(f, "; first failures: {:?}", self.failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Polls `check` every 50 ms until it gives a value, for at most `bound`; returns the value
+/// and how long it took.
+///
+/// # Panics
+/// After `bound`, with `what` and the last thing `check` said.
+pub async fn eventually<T, F, Fut>(what: &str, bound: Duration, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return (value, started.elapsed()),
+            Err(last) if started.elapsed() >= bound => {
+                panic!("{what}: not within {bound:?}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Lines a child writes, collected by a thread.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    fn capture(from: impl Read + Send + 'static) -> Self {
+        let log = Self::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.0.lock().unwrap_or_else(|p| p.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        log
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
