@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tokio::sync::OnceCell;
 use weir_crds::{LoadBalancerPool, condition};
 use weir_e2e::ControlPlane;
 
@@ -42,24 +41,7 @@ spec:
 
 /// Installs the checked-in CRD once per test binary and waits until it is served.
 async fn plane() -> Result<&'static ControlPlane, Box<dyn std::error::Error>> {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    let plane = ControlPlane::shared();
-    INSTALLED
-        .get_or_try_init(|| async {
-            let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/loadbalancerpool.yaml");
-            plane.kubectl(["apply", "-f", crd]).await?;
-            plane
-                .kubectl([
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/loadbalancerpools.weir.dev",
-                    "--timeout=60s",
-                ])
-                .await?;
-            Ok::<_, weir_e2e::Error>(())
-        })
-        .await?;
-    Ok(plane)
+    Ok(ControlPlane::shared_with_crds().await?)
 }
 
 /// A pool named `name` with `spec` (YAML, indented by two spaces).

@@ -74,6 +74,30 @@ impl ControlPlane {
         }
     }
 
+    /// The [`shared`](Self::shared) control plane with Weir's CRDs (the repository's `crds/`)
+    /// applied and established, once per test binary: kube-apiserver delays the first create
+    /// after a CRD turns Established, so installing once keeps the tests fast.
+    pub async fn shared_with_crds() -> Result<&'static ControlPlane, Error> {
+        static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        let plane = Self::shared();
+        INSTALLED
+            .get_or_try_init(|| async {
+                let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
+                plane.kubectl(["apply", "-f", crds]).await?;
+                plane
+                    .kubectl([
+                        "wait",
+                        "--for=condition=Established",
+                        "crd/loadbalancerpools.weir.dev",
+                        "--timeout=60s",
+                    ])
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+        Ok(plane)
+    }
+
     /// Starts a control plane of its own, with the [`Binaries`] found in the usual places;
     /// returns once kube-apiserver answers `/readyz`. Blocks: call it from a test, async or not.
     pub fn start() -> Result<Self, Error> {

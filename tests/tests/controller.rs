@@ -24,7 +24,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::OnceCell;
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
 use weir_e2e::ControlPlane;
 use weir_e2e::weir::{Controller, DataPlane, Echo, Http, Tally, eventually, host_address};
@@ -37,24 +36,7 @@ const STATUS_BOUND: Duration = Duration::from_secs(30);
 
 /// The shared control plane with the CRD installed from `crds/` (once per test binary).
 async fn plane() -> Result<&'static ControlPlane, Box<dyn std::error::Error>> {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    let plane = ControlPlane::shared();
-    INSTALLED
-        .get_or_try_init(|| async {
-            let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
-            plane.kubectl(["apply", "-f", crds]).await?;
-            plane
-                .kubectl([
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/loadbalancerpools.weir.dev",
-                    "--timeout=60s",
-                ])
-                .await?;
-            Ok::<_, weir_e2e::Error>(())
-        })
-        .await?;
-    Ok(plane)
+    Ok(ControlPlane::shared_with_crds().await?)
 }
 
 /// A namespace, a controller watching it, and helpers to fill it.
