@@ -35,7 +35,9 @@ pub const REQUEST_BOUND: Duration = Duration::from_secs(10);
 pub const START_BOUND: Duration = Duration::from_secs(30);
 
 /// The path of Weir binary `name` (`weir-controller`, `weir-dataplane`, `weir-echo`) next to
-/// the test executable's `deps/` folder.
+/// the test executable's `deps/` folder (or an example's `examples/` folder: the benchmarks
+/// in `tests/examples/` find them the same way, in `target/release/` when run with
+/// `--release`).
 ///
 /// # Panics
 /// When it is missing, with the command that builds it.
@@ -48,9 +50,14 @@ pub fn binary(name: &str) -> PathBuf {
         .expect("the test executable lives in target/<profile>/deps");
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build -p {name}` (`cargo test --workspace` builds \
+        "{} is missing: build it with `cargo build{} -p {name}` (`cargo test --workspace` builds \
          it too)",
-        path.display()
+        path.display(),
+        if path.parent().is_some_and(|p| p.ends_with("release")) {
+            " --release"
+        } else {
+            ""
+        }
     );
     path
 }
@@ -126,6 +133,11 @@ impl Process {
     /// What it wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.text()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -286,6 +298,11 @@ impl Controller {
     pub fn log(&self) -> String {
         self.process.as_ref().map(Process::log).unwrap_or_default()
     }
+
+    /// The process id of the running controller, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
 }
 
 /// A `weir-dataplane` following a controller, on loopback ports.
@@ -360,6 +377,11 @@ impl DataPlane {
     /// What it logged so far.
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 }
 
