@@ -62,7 +62,7 @@ pub struct Snapshot {
     /// Routes to indexes into `pools`.
     pub router: Router<usize>,
     /// The pools.
-    pub pools: Vec<PoolState>,
+    pub pools: Vec<Arc<PoolState>>,
     /// Counts configurations applied since start.
     pub generation: u64,
 }
@@ -139,6 +139,8 @@ pub struct Registry {
 struct PoolParts {
     stats: Arc<PoolStats>,
     targets: HashMap<SocketAddr, TargetParts>,
+    /// The pool as last compiled, reused while its configuration stays the same.
+    compiled: Option<Arc<PoolState>>,
 }
 
 /// What a target keeps across configurations.
@@ -332,11 +334,27 @@ impl Registry {
     /// targets that stay, and forgetting those that went.
     pub fn build(&self, pools: &PoolsFile) -> Snapshot {
         let mut parts = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        parts.retain(|name, _| pools.pools.iter().any(|p| &p.name == name));
-        let compiled: Vec<PoolState> = pools
+        let names: std::collections::HashSet<&str> =
+            pools.pools.iter().map(|p| p.name.as_str()).collect();
+        parts.retain(|name, _| names.contains(name.as_str()));
+        // A change to one pool (a channel update, an admin call) recompiles that pool alone:
+        // the others keep their compiled state, balancer position and hash tables.
+        let compiled: Vec<Arc<PoolState>> = pools
             .pools
             .iter()
-            .map(|pool| compile(pool, &mut parts))
+            .map(|pool| {
+                let reusable = parts
+                    .get(&pool.name)
+                    .and_then(|p| p.compiled.clone())
+                    .filter(|c| c.config == *pool);
+                reusable.unwrap_or_else(|| {
+                    let fresh = Arc::new(compile(pool, &mut parts));
+                    if let Some(p) = parts.get_mut(&pool.name) {
+                        p.compiled = Some(fresh.clone());
+                    }
+                    fresh
+                })
+            })
             .collect();
         let router = Router::new(compiled.iter().enumerate().flat_map(|(i, p)| {
             p.config
@@ -363,6 +381,7 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     let part = parts.entry(pool.name.clone()).or_insert_with(|| PoolParts {
         stats: Arc::default(),
         targets: HashMap::new(),
+        compiled: None,
     });
     part.targets
         .retain(|addr, _| pool.targets.iter().any(|t| t.address == *addr));
@@ -500,18 +519,21 @@ impl PoolState {
     /// Re-evaluates panic mode: fewer than `panicThreshold` percent of the weighted targets
     /// usable. Logs and counts each entry into panic mode.
     pub fn evaluate_panic(&self, now: Instant) {
-        let weighted: Vec<&TargetState> = self.targets.iter().filter(|t| t.weight > 0).collect();
-        let usable = weighted.iter().filter(|t| t.health.is_usable(now)).count();
-        let panic = health::in_panic(usable, weighted.len(), self.config.panic_threshold);
+        let (mut weighted, mut usable) = (0, 0);
+        for t in self.targets.iter().filter(|t| t.weight > 0) {
+            weighted += 1;
+            usable += usize::from(t.health.is_usable(now));
+        }
+        let panic = health::in_panic(usable, weighted, self.config.panic_threshold);
         let was = self.stats.panic.swap(panic, Ordering::Relaxed);
         if panic && !was {
             self.stats.panics.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                pool = %self.config.name, usable, targets = weighted.len(), threshold = self.config.panic_threshold,
+                pool = %self.config.name, usable, targets = weighted, threshold = self.config.panic_threshold,
                 "panic mode: too few usable targets, balancing across all of them"
             );
         } else if was && !panic {
-            tracing::info!(pool = %self.config.name, usable, targets = weighted.len(), "panic mode over");
+            tracing::info!(pool = %self.config.name, usable, targets = weighted, "panic mode over");
         }
     }
 
@@ -628,6 +650,29 @@ mod tests {
             counts[i] += 1;
         }
         counts.iter().map(|c| *c as f64 / picks as f64).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_to_one_pool_recompiles_that_pool_alone() {
+        let registry = Registry::default();
+        let file = |weight: u32| -> PoolsFile {
+            serde_yaml::from_str(&format!(
+                "pools:\n  - name: a\n    routes: [{{ host: a.example }}]\n    targets: [{{ address: 127.0.0.1:9001 }}]\n  \
+                 - name: b\n    routes: [{{ host: b.example }}]\n    targets: [{{ address: 127.0.0.1:9002, weight: {weight} }}]\n"
+            ))
+            .unwrap()
+        };
+        let before = registry.build(&file(1));
+        let after = registry.build(&file(2));
+        assert!(
+            Arc::ptr_eq(&before.pools[0], &after.pools[0]),
+            "pool a is unchanged"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.pools[1], &after.pools[1]),
+            "pool b changed"
+        );
+        assert_eq!(after.pools[1].targets[0].weight, 2);
     }
 
     #[tokio::test(start_paused = true)]
