@@ -64,6 +64,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    // Before any port opens, so a signal sent as soon as a port answers still shuts down cleanly.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(e) => {
@@ -117,8 +120,6 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         "weir-controller starting"
     );
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         () = controller::run(client, config.namespace.clone(), shared, triggered, ready_tx) => {
             anyhow::bail!("the controller's watches ended");

@@ -104,6 +104,10 @@ fn raise_fd_limit() {
 }
 
 async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
+    // Before any port opens: a supervisor that sees the port may signal at once, and a
+    // signal before the handler exists kills without draining.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     raise_fd_limit();
     let pools = match &args.pools {
         Some(path) => match config_file::load(path) {
@@ -167,8 +171,6 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(%listen, admin = %admin_addr, workers, pools = pool_count, file = ?args.pools, "weir-dataplane serving");
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let signalled = {
         let state = state.clone();
         async move {

@@ -106,14 +106,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     builder.http1().header_read_timeout(None);
     let builder = Arc::new(builder);
 
+    // Handlers go in before the announcement: whoever waits for that line may signal at
+    // once, and an uninstalled handler means death by the default action, not a clean exit.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {local}")?;
         out.flush()?;
     }
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
