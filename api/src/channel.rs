@@ -80,6 +80,11 @@ pub struct Report {
     pub rejected: Vec<RejectedPool>,
     /// Health as this data plane sees it.
     pub health: Vec<PoolHealth>,
+    /// The pool selector its stream was opened with (empty: every pool). Reports may reach
+    /// another controller replica than the stream, and the one writing status needs to know
+    /// which pools this data plane serves.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
 }
 
 /// A pool a data plane applied.

@@ -32,6 +32,7 @@ use weir_api::channel::{REPORT_PATH, Report, STREAM_PATH, Update};
 use crate::auth::Authenticator;
 use crate::controller::Shared;
 use crate::dataplanes::StreamGuard;
+use crate::relay::{RELAYED_BY, Relay};
 use crate::selector::Selector;
 
 /// Silence after which a stream gets a heartbeat (data planes give up after 45 s).
@@ -52,6 +53,8 @@ pub struct Channel {
     pub ready: watch::Receiver<bool>,
     /// Silence before a heartbeat.
     pub heartbeat: Duration,
+    /// Sends reports on to the replica that writes status.
+    pub relay: Relay,
 }
 
 /// A stream being written: where it is, and what keeps its data plane connected.
@@ -218,6 +221,8 @@ where
     B: HttpBody,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let relayed = req.headers().contains_key(RELAYED_BY);
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let body = match Limited::new(req.into_body(), MAX_REPORT).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => {
@@ -237,12 +242,19 @@ where
             "invalid report: dataPlane is empty",
         );
     }
+    let selector = match Selector::parse(&report.selector) {
+        Ok(selector) => selector,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid report: {e}")),
+    };
     let shared = &channel.shared;
+    if !relayed && let Some(leader) = shared.role.borrow().relay_to() {
+        channel.relay.forward(leader, authorization, body.clone());
+    }
     let now = Instant::now();
     let id = report.data_plane.clone();
     let revision = report.revision;
-    let reported = shared.data_planes.report(report, now);
-    if let Some(selector) = &reported.connected {
+    let reported = shared.data_planes.report(report, selector, now);
+    for selector in &reported.selectors {
         shared.triggers.pools(shared.hub.selected(selector));
     }
     if !reported.pools.is_empty() {
@@ -328,6 +340,7 @@ mod tests {
     use crate::controller::Triggers;
     use crate::dataplanes::{DataPlanes, LINGER};
     use crate::hub::{Entry, Hub};
+    use crate::leader::Role;
     use crate::metrics::Metrics;
 
     const BASE: u64 = 5 << 39;
@@ -357,10 +370,12 @@ mod tests {
                 data_planes: Arc::new(DataPlanes::new(LINGER)),
                 metrics: Arc::new(Metrics::new()),
                 triggers,
+                role: watch::channel(Role::Alone).1,
             },
             auth: Authenticator::new(vec!["t0ken".into()], None),
             ready: watch::channel(ready).1,
             heartbeat: HEARTBEAT,
+            relay: Relay::new("test"),
         })
     }
 

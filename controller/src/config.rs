@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use clap::Parser;
+use weir_api::Duration;
+
+use crate::leader::LeaseConfig;
 
 /// Weir's Kubernetes controller: watches LoadBalancerPools, Services and EndpointSlices, serves
 /// the compiled pools to data planes over the JSON channel and writes each pool's status.
@@ -47,6 +50,31 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_service_accounts: Vec<ServiceAccountName>,
+    /// Elect one replica to write status with a Lease in this namespace (in a pod, its own:
+    /// `POD_NAMESPACE` from the downward API). Without it this replica writes status alone:
+    /// run one replica only.
+    #[arg(long, env = "WEIR_LEASE_NAMESPACE", value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// The Lease's name.
+    #[arg(long, env = "WEIR_LEASE_NAME", default_value = "weir-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (its pod name); default: host name and process id.
+    #[arg(long, env = "WEIR_IDENTITY")]
+    pub identity: Option<String>,
+    /// The URL of this replica's channel as the other replicas reach it
+    /// (`http://$(POD_IP):8081`): the Lease holder publishes it, and the others relay the
+    /// reports data planes post to them there. Needed with `--lease-namespace`.
+    #[arg(long, env = "WEIR_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// How long a Lease not renewed stays with its holder.
+    #[arg(long, env = "WEIR_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: Duration,
+    /// How long the holder tries to renew before it steps down (less than the duration).
+    #[arg(long, env = "WEIR_LEASE_RENEW_DEADLINE", default_value = "10s")]
+    pub lease_renew_deadline: Duration,
+    /// How often replicas try to acquire or renew the Lease.
+    #[arg(long, env = "WEIR_LEASE_RETRY_PERIOD", default_value = "2s")]
+    pub lease_retry_period: Duration,
 }
 
 /// A ServiceAccount, `namespace:name`.
@@ -79,6 +107,24 @@ pub enum ConfigError {
     /// A namespace that is not a DNS label.
     #[error("--namespace {0:?} is not a valid namespace name")]
     Namespace(String),
+    /// A Lease namespace that is not a DNS label.
+    #[error("--lease-namespace {0:?} is not a valid namespace name")]
+    LeaseNamespace(String),
+    /// Lease timings client-go would refuse too.
+    #[error(
+        "the lease timings must satisfy --lease-duration > --lease-renew-deadline > \
+         --lease-retry-period > 0"
+    )]
+    LeaseTimings,
+    /// Election without a URL to relay reports to.
+    #[error(
+        "--lease-namespace needs --advertise-url (http://POD_IP:PORT): the other replicas \
+         relay data planes' reports to the leader there"
+    )]
+    AdvertiseUrl,
+    /// An advertised URL that is not `http://host:port`.
+    #[error("--advertise-url {0:?} must be http://HOST:PORT")]
+    BadAdvertiseUrl(String),
 }
 
 impl Config {
@@ -101,7 +147,60 @@ impl Config {
         {
             return Err(ConfigError::Namespace(ns.clone()));
         }
+        if let Some(ns) = &self.lease_namespace {
+            if !dns_label(ns) {
+                return Err(ConfigError::LeaseNamespace(ns.clone()));
+            }
+            if self.advertise_url.is_none() {
+                return Err(ConfigError::AdvertiseUrl);
+            }
+        }
+        if let Some(url) = &self.advertise_url {
+            let valid = url
+                .strip_prefix("http://")
+                .and_then(|rest| {
+                    rest.trim_end_matches('/')
+                        .parse::<http::uri::Authority>()
+                        .ok()
+                })
+                .is_some_and(|authority| authority.port_u16().is_some());
+            if !valid {
+                return Err(ConfigError::BadAdvertiseUrl(url.clone()));
+            }
+        }
+        let (duration, deadline, retry) = (
+            self.lease_duration.get(),
+            self.lease_renew_deadline.get(),
+            self.lease_retry_period.get(),
+        );
+        if !(duration > deadline && deadline > retry && !retry.is_zero()) {
+            return Err(ConfigError::LeaseTimings);
+        }
         Ok(())
+    }
+
+    /// The election to run, if any.
+    pub fn lease(&self) -> Option<LeaseConfig> {
+        let namespace = self.lease_namespace.clone()?;
+        Some(LeaseConfig {
+            namespace,
+            name: self.lease_name.clone(),
+            identity: self.identity(),
+            channel_url: self.advertise_url.clone(),
+            duration: self.lease_duration.get(),
+            renew_deadline: self.lease_renew_deadline.get(),
+            retry_period: self.lease_retry_period.get(),
+        })
+    }
+
+    /// This replica's identity: `--identity`, else host name and process id.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "weir-controller".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
     }
 }
 
@@ -190,5 +289,41 @@ mod tests {
         assert!(e.contains("must not be empty"), "{e}");
         let e = parse(&["--token", "a", "--namespace", "Shop"]).unwrap_err();
         assert!(e.contains("not a valid namespace"), "{e}");
+        let e = parse(&["--token", "a", "--lease-namespace", "weir"]).unwrap_err();
+        assert!(e.contains("needs --advertise-url"), "{e}");
+        let e = parse(&["--token", "a", "--advertise-url", "10.0.0.1:8081"]).unwrap_err();
+        assert!(e.contains("must be http://HOST:PORT"), "{e}");
+        let e = parse(&["--token", "a", "--lease-duration", "5s"]).unwrap_err();
+        assert!(
+            e.contains("--lease-duration > --lease-renew-deadline"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn election_runs_only_with_a_lease_namespace() {
+        let alone = parse(&["--token", "a"]).unwrap();
+        assert!(alone.lease().is_none());
+        let elected = parse(&[
+            "--token",
+            "a",
+            "--lease-namespace",
+            "weir-system",
+            "--identity",
+            "weir-controller-0",
+            "--advertise-url",
+            "http://10.0.0.7:8081",
+        ])
+        .unwrap();
+        let lease = elected.lease().unwrap();
+        assert_eq!(
+            (lease.namespace.as_str(), lease.name.as_str()),
+            ("weir-system", "weir-controller")
+        );
+        assert_eq!(lease.identity, "weir-controller-0");
+        assert_eq!(lease.channel_url.as_deref(), Some("http://10.0.0.7:8081"));
+        assert_eq!(lease.duration, std::time::Duration::from_secs(15));
+        assert_eq!(lease.renew_deadline, std::time::Duration::from_secs(10));
+        assert_eq!(lease.retry_period, std::time::Duration::from_secs(2));
     }
 }

@@ -17,9 +17,10 @@
 //! `patch` on `events.events.k8s.io`; `create` on `tokenreviews.authentication.k8s.io` when
 //! data planes authenticate with ServiceAccount tokens.
 //!
-//! Leader election plugs in here: every replica runs the reflectors, the hub and the channel;
-//! only the holder of the Lease should write status and publish Events (a `leader` flag in
-//! [`Context`], checked before `patch_status`), with reports forwarded or shared.
+//! - Several replicas: every one runs the reflectors, the hub and the channel; only the one
+//!   whose [`Role`] says so (the Lease holder, after its warm-up) writes status and publishes
+//!   Events. When a replica starts writing, every pool is reconciled again; when it stops, it
+//!   forgets what it wrote, since the next holder may write something else meanwhile.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
 
 use crate::dataplanes::DataPlanes;
 use crate::hub::{self, Entry, Hub};
+use crate::leader::Role;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::status::{self, Facts};
 use crate::targets::{self, Backends, CompileError, Compiled, SERVICE_NAME_LABEL};
@@ -73,9 +75,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Which caches have synced ([`Synced`] bits).
     synced: watch::Receiver<u8>,
-    /// The last status written per pool (`namespace/name` to uid and status), so that a
-    /// write the watch has not brought back yet is not repeated.
-    written: Mutex<HashMap<String, (String, LoadBalancerPoolStatus)>>,
+    /// Whether this replica writes status.
+    role: watch::Receiver<Role>,
+    /// The last status written per pool, so that a write the watch has not brought back yet
+    /// is not repeated.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// A status this replica wrote.
+struct Written {
+    /// The pool's uid (a pool deleted and created again is another pool).
+    uid: String,
+    /// The pool's `resourceVersion` when the status was computed: while the cache still
+    /// holds that version, the watch has not brought the write back. Once it moves on, the
+    /// cache is the truth again, also when someone else wrote status since.
+    from_version: Option<String>,
+    status: LoadBalancerPoolStatus,
 }
 
 /// What the reconciler shares with the channel and the metrics listener.
@@ -89,6 +104,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Re-reconciles pools.
     pub triggers: Triggers,
+    /// This replica's part in the election.
+    pub role: watch::Receiver<Role>,
 }
 
 /// Asks the controller to reconcile pools again (their data planes reported something new).
@@ -229,6 +246,13 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
     }
+
+    fn forget_all(&self) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 /// Compiles the pool, stages it for the data planes, and writes its status if it changed.
@@ -240,6 +264,9 @@ pub async fn reconcile(lbp: Arc<LoadBalancerPool>, ctx: Arc<Context>) -> Result<
     let generation = lbp.metadata.generation.unwrap_or_default();
     let compiled = ctx.compile(&lbp);
     ctx.stage(&lbp, &compiled);
+    if !ctx.role.borrow().writes_status(Instant::now()) {
+        return Ok(Action::requeue(RESYNC));
+    }
 
     let targets: Vec<SocketAddr> = match &compiled {
         Ok(c) => c.pool.targets.iter().map(|t| t.address).collect(),
@@ -253,10 +280,11 @@ pub async fn reconcile(lbp: Arc<LoadBalancerPool>, ctx: Arc<Context>) -> Result<
         .data_planes
         .observe(&name, lbp.labels(), generation, &targets, Instant::now());
     let uid = lbp.uid().unwrap_or_default();
+    let version = lbp.metadata.resource_version.clone();
     let previous = {
         let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
         match written.get(&name) {
-            Some((written_uid, status)) if *written_uid == uid => Some(status.clone()),
+            Some(w) if w.uid == uid && w.from_version == version => Some(w.status.clone()),
             _ => lbp.status.clone(),
         }
     };
@@ -305,7 +333,14 @@ pub async fn reconcile(lbp: Arc<LoadBalancerPool>, ctx: Arc<Context>) -> Result<
     ctx.written
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(name.clone(), (uid, next));
+        .insert(
+            name.clone(),
+            Written {
+                uid,
+                from_version: version,
+                status: next,
+            },
+        );
     let reference = lbp.object_ref(&());
     for notice in notices {
         let event = Event {
@@ -363,6 +398,7 @@ pub async fn run(
         data_planes,
         metrics,
         triggers,
+        role,
     } = shared;
 
     let (synced_tx, synced) = watch::channel(0u8);
@@ -425,8 +461,15 @@ pub async fn run(
         recorder: Recorder::new(client, reporter),
         metrics: metrics.clone(),
         synced: synced.clone(),
+        role: role.clone(),
         written: Mutex::new(HashMap::new()),
     });
+    let leadership = tokio::spawn(follow_role(
+        role,
+        ctx.clone(),
+        pool_store.clone(),
+        triggers.clone(),
+    ));
 
     let committer = {
         let (hub, data_planes, metrics) = (hub.clone(), data_planes.clone(), metrics.clone());
@@ -537,6 +580,50 @@ pub async fn run(
     committer.abort();
     expiry.abort();
     priming.abort();
+    leadership.abort();
+}
+
+/// Follows this replica's [`Role`]: when it starts writing status (at once, or after the
+/// warm-up of a new Lease holder) every pool is reconciled, since none was while it did not;
+/// when it stops, it forgets what it wrote.
+async fn follow_role(
+    mut role: watch::Receiver<Role>,
+    ctx: Arc<Context>,
+    pools: Store<LoadBalancerPool>,
+    triggers: Triggers,
+) {
+    let mut writing = false;
+    loop {
+        let current = role.borrow_and_update().clone();
+        let writes = current.writes_status(Instant::now());
+        ctx.metrics.leader.set(i64::from(current.is_leader()));
+        if writes && !writing {
+            let names: Vec<String> = pools
+                .state()
+                .iter()
+                .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+                .collect();
+            tracing::info!(pools = names.len(), "writing status from now on");
+            triggers.pools(names);
+        } else if !writes && writing {
+            ctx.forget_all();
+        }
+        writing = writes;
+        let warming = match current {
+            Role::Leader { writes_from } if !writes => Some(writes_from),
+            _ => None,
+        };
+        let changed = match warming {
+            Some(until) => tokio::select! {
+                () = tokio::time::sleep_until(until) => Ok(()),
+                changed = role.changed() => changed,
+            },
+            None => role.changed().await,
+        };
+        if changed.is_err() {
+            return;
+        }
+    }
 }
 
 fn gauge(n: usize) -> i64 {

@@ -72,8 +72,9 @@ pub struct Rejection {
 pub struct Reported {
     /// Pools whose applied generation, refusal or health changed on this data plane.
     pub pools: Vec<String>,
-    /// The data plane was not connected before (its selector: every pool it selects changed).
-    pub connected: Option<Selector>,
+    /// Selectors whose pools all changed: the data plane's, when it was not connected before;
+    /// the old and the new one, when its selector changed.
+    pub selectors: Vec<Selector>,
 }
 
 /// An open stream; dropping it closes it.
@@ -120,9 +121,10 @@ impl DataPlanes {
         (guard, !was)
     }
 
-    /// Records `report`. A report from a data plane without a stream (its stream just broke,
-    /// or it follows another replica) keeps it connected for [`LINGER`].
-    pub fn report(&self, report: Report, now: Instant) -> Reported {
+    /// Records `report`, from a data plane serving the pools `selector` selects. A report
+    /// from a data plane without a stream (its stream just broke, or it streams from another
+    /// replica) keeps it connected for [`LINGER`].
+    pub fn report(&self, report: Report, selector: Selector, now: Instant) -> Reported {
         let linger = self.linger;
         let mut inner = self.lock();
         let plane = inner
@@ -130,7 +132,7 @@ impl DataPlanes {
             .entry(report.data_plane.clone())
             .or_insert_with(|| Plane {
                 streams: 0,
-                selector: Selector::default(),
+                selector: selector.clone(),
                 report: None,
                 reported_at: None,
             });
@@ -138,10 +140,14 @@ impl DataPlanes {
         let pools = changed_pools(plane.report.as_ref(), &report);
         plane.report = Some(report);
         plane.reported_at = Some(now);
-        Reported {
-            pools,
-            connected: (!was).then(|| plane.selector.clone()),
+        let mut selectors = Vec::new();
+        if plane.selector != selector {
+            selectors.push(std::mem::replace(&mut plane.selector, selector));
+            selectors.push(plane.selector.clone());
+        } else if !was {
+            selectors.push(plane.selector.clone());
         }
+        Reported { pools, selectors }
     }
 
     /// Forgets the data planes no longer connected; returns their selectors (the pools they
@@ -365,6 +371,7 @@ mod tests {
                 healthy: healthy.iter().map(|l| addr(*l)).collect(),
                 unhealthy: vec![],
             }],
+            selector: String::new(),
         }
     }
 
@@ -391,8 +398,8 @@ mod tests {
             },
             "c does not select it; no report yet"
         );
-        planes.report(report("a", 10, 2, &[1, 2]), now);
-        planes.report(report("b", 10, 1, &[1]), now);
+        planes.report(report("a", 10, 2, &[1, 2]), Selector::default(), now);
+        planes.report(report("b", 10, 1, &[1]), Selector::default(), now);
         assert_eq!(
             seen(&planes),
             Observation {
@@ -409,9 +416,9 @@ mod tests {
             generation: 2,
             reason: "route taken".into(),
         });
-        let reported = planes.report(refusal, now);
+        let reported = planes.report(refusal, Selector::default(), now);
         assert_eq!(reported.pools, ["ns/web"]);
-        assert_eq!(reported.connected, None, "b was connected already");
+        assert!(reported.selectors.is_empty(), "b was connected already");
         assert_eq!(
             seen(&planes).rejected,
             Some(Rejection {
@@ -423,15 +430,39 @@ mod tests {
     }
 
     #[test]
+    fn a_report_with_another_selector_changes_the_pools_of_both() {
+        let planes = DataPlanes::new(LINGER);
+        let now = Instant::now();
+        let edge = Selector::parse("tier=edge").unwrap();
+        planes.report(report("a", 1, 1, &[1]), Selector::default(), now);
+        let moved = planes.report(report("a", 2, 1, &[1]), edge.clone(), now);
+        assert_eq!(moved.selectors, [Selector::default(), edge]);
+        let internal = BTreeMap::from([("tier".to_owned(), "internal".to_owned())]);
+        let seen = planes.observe("ns/web", &internal, 1, &[addr(1)], now);
+        assert_eq!(
+            seen.connected, 0,
+            "a no longer serves pools outside tier=edge"
+        );
+    }
+
+    #[test]
     fn an_unchanged_report_changes_no_pool() {
         let planes = DataPlanes::new(LINGER);
         let now = Instant::now();
-        let first = planes.report(report("a", 1, 1, &[1]), now);
+        let first = planes.report(report("a", 1, 1, &[1]), Selector::default(), now);
         assert_eq!(first.pools, ["ns/web"]);
-        assert_eq!(first.connected, Some(Selector::default()));
-        assert_eq!(planes.report(report("a", 2, 1, &[1]), now).pools.len(), 0);
+        assert_eq!(first.selectors, [Selector::default()]);
         assert_eq!(
-            planes.report(report("a", 3, 1, &[2]), now).pools,
+            planes
+                .report(report("a", 2, 1, &[1]), Selector::default(), now)
+                .pools
+                .len(),
+            0
+        );
+        assert_eq!(
+            planes
+                .report(report("a", 3, 1, &[2]), Selector::default(), now)
+                .pools,
             ["ns/web"]
         );
     }
@@ -440,7 +471,7 @@ mod tests {
     async fn a_data_plane_whose_stream_ended_lingers_until_its_reports_stop() {
         let planes = Arc::new(DataPlanes::new(LINGER));
         let (stream, _) = planes.stream_opened("a", Selector::default(), Instant::now());
-        planes.report(report("a", 1, 1, &[1]), Instant::now());
+        planes.report(report("a", 1, 1, &[1]), Selector::default(), Instant::now());
         drop(stream);
         tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(planes.connected(Instant::now()), 1);
@@ -460,23 +491,35 @@ mod tests {
         let (_b, _) = planes.stream_opened("b", Selector::default(), Instant::now());
         planes.committed(101..=102, Instant::now());
         tokio::time::advance(Duration::from_millis(30)).await;
-        planes.report(report("a", 102, 1, &[]), Instant::now());
+        planes.report(
+            report("a", 102, 1, &[]),
+            Selector::default(),
+            Instant::now(),
+        );
         assert!(
             planes.converged(Instant::now(), issued).is_empty(),
             "b has not reported"
         );
-        planes.report(report("b", 7, 1, &[]), Instant::now());
+        planes.report(report("b", 7, 1, &[]), Selector::default(), Instant::now());
         assert!(
             planes.converged(Instant::now(), issued).is_empty(),
             "b's revision came from another controller"
         );
         tokio::time::advance(Duration::from_millis(20)).await;
-        planes.report(report("b", 101, 1, &[]), Instant::now());
+        planes.report(
+            report("b", 101, 1, &[]),
+            Selector::default(),
+            Instant::now(),
+        );
         assert_eq!(
             planes.converged(Instant::now(), issued),
             [Duration::from_millis(50)]
         );
-        planes.report(report("b", 102, 1, &[]), Instant::now());
+        planes.report(
+            report("b", 102, 1, &[]),
+            Selector::default(),
+            Instant::now(),
+        );
         assert_eq!(
             planes.converged(Instant::now(), issued),
             [Duration::from_millis(50)]

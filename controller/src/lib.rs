@@ -16,6 +16,8 @@
 //! - [`channel`]: the HTTP server data planes stream from and report to, with [`auth`] and
 //!   [`selector`]; [`dataplanes`] keeps what they report.
 //! - [`status`]: a pool's status and Events as a pure function of what is known.
+//! - [`leader`]: the Lease election that picks the one replica writing status, and [`relay`],
+//!   which sends reports that reach the other replicas on to it.
 //! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener.
 
 pub mod auth;
@@ -24,7 +26,9 @@ pub mod config;
 pub mod controller;
 pub mod dataplanes;
 pub mod hub;
+pub mod leader;
 pub mod metrics;
+pub mod relay;
 pub mod selector;
 pub mod status;
 pub mod targets;

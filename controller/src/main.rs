@@ -7,17 +7,21 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use weir_controller::auth::Authenticator;
 use weir_controller::channel::{self, Channel, HEARTBEAT};
 use weir_controller::config::Config;
 use weir_controller::controller::{self, Shared, Triggers};
 use weir_controller::dataplanes::{DataPlanes, LINGER};
 use weir_controller::hub::Hub;
+use weir_controller::leader::{self, Role};
 use weir_controller::metrics::{self, Metrics};
+use weir_controller::relay::Relay;
 
 /// Exit code for invalid configuration (sysexits' EX_USAGE, as the data plane).
 const EXIT_BAD_CONFIG: u8 = 64;
+/// How long a stopping replica tries to release the Lease.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
@@ -92,11 +96,20 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         )
     });
     let (triggers, triggered) = Triggers::new();
+    let lease = config.lease();
+    let (role_tx, role) = watch::channel(if lease.is_some() {
+        Role::Follower {
+            leader_channel: None,
+        }
+    } else {
+        Role::Alone
+    });
     let shared = Shared {
         hub: Arc::new(Hub::new(Hub::random_base())),
         data_planes: Arc::new(DataPlanes::new(LINGER)),
         metrics: Arc::new(Metrics::new()),
         triggers,
+        role,
     };
     let (ready_tx, ready) = watch::channel(false);
     tokio::spawn(metrics::serve(
@@ -109,6 +122,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         auth: Authenticator::new(config.tokens.clone(), review),
         ready,
         heartbeat: HEARTBEAT,
+        relay: Relay::new(&config.identity()),
     });
     tokio::spawn(channel::serve(channel_listener, channel));
     tracing::info!(
@@ -117,8 +131,16 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         static_tokens = config.tokens.len(),
         token_audience = ?config.token_audience,
+        lease = ?lease.as_ref().map(|l| format!("{}/{} as {}", l.namespace, l.name, l.identity)),
         "weir-controller starting"
     );
+    let stop = Arc::new(Notify::new());
+    let election = lease.map(|lease| {
+        let stop = stop.clone();
+        tokio::spawn(leader::run(client.clone(), lease, role_tx, async move {
+            stop.notified().await;
+        }))
+    });
 
     tokio::select! {
         () = controller::run(client, config.namespace.clone(), shared, triggered, ready_tx) => {
@@ -126,6 +148,16 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
         _ = int.recv() => tracing::info!("SIGINT received; stopping"),
+    }
+    if let Some(election) = election {
+        // Hand the Lease over now rather than make the next replica wait for it to expire.
+        stop.notify_one();
+        if tokio::time::timeout(RELEASE_TIMEOUT, election)
+            .await
+            .is_err()
+        {
+            tracing::warn!("releasing the lease timed out; it expires on its own");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

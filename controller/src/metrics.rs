@@ -31,6 +31,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Status writes.
     pub status_writes: Counter,
+    /// 1 while this replica leads (holds the Lease, or runs without election).
+    pub leader: Gauge,
     /// Data planes connected.
     pub data_planes: Gauge,
     /// Streams open.
@@ -68,6 +70,13 @@ impl Metrics {
             "Status subresource writes (only when the status changes).",
             status_writes.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads: it holds the Lease (or runs without election) and \
+             writes status once warmed up.",
+            leader.clone(),
+        );
         let data_planes = Gauge::default();
         registry.register(
             "data_planes",
@@ -97,6 +106,7 @@ impl Metrics {
             reconciles,
             reconcile_errors,
             status_writes,
+            leader,
             data_planes,
             streams,
             revision,

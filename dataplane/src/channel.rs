@@ -213,7 +213,7 @@ impl Received {
     }
 
     /// What this data plane reports: revision, generations in force, refusals, health.
-    pub fn report(&self, data_plane: &str, state: &State) -> Report {
+    pub fn report(&self, settings: &ChannelSettings, state: &State) -> Report {
         let now = tokio::time::Instant::now();
         let snapshot = state.snapshot.load();
         let health = snapshot
@@ -235,7 +235,8 @@ impl Received {
             })
             .collect();
         Report {
-            data_plane: data_plane.to_owned(),
+            data_plane: settings.data_plane.clone(),
+            selector: settings.selector.clone().unwrap_or_default(),
             revision: self.revision,
             applied: self
                 .pools
@@ -356,7 +357,7 @@ pub async fn report(settings: ChannelSettings, state: Arc<State>, received: Arc<
     let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         tick.tick().await;
-        let report = lock(&received).report(&settings.data_plane, &state);
+        let report = lock(&received).report(&settings, &state);
         let due = match &last {
             None => true,
             Some((previous, at)) => *previous != report || at.elapsed() >= REPORT_REPEAT,
