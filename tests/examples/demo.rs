@@ -64,12 +64,17 @@ const TOKEN: &str = "weir-demo-token";
 /// and the API server holds the first create after a new CRD for about 2 s).
 const PROGRAMMED_BOUND: Duration = Duration::from_secs(60);
 
+const USAGE: &str = "usage: scripts/demo [--keep] [--requests N]
+  --keep          keep everything running after the demo, with commands to try, until Ctrl-C
+  --requests N    requests sent through each data plane (default 1000)";
+
 struct Args {
     keep: bool,
     requests: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The arguments, or `None` after `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         keep: false,
         requests: 1000,
@@ -80,26 +85,26 @@ fn parse_args() -> Result<Args, String> {
             "--keep" => args.keep = true,
             "--requests" => {
                 let value = it.next().ok_or("--requests needs a value")?;
-                args.requests = value
-                    .parse()
-                    .map_err(|e| format!("--requests {value:?}: {e}"))?;
+                args.requests = match value.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--requests {value:?}: want a number above 0")),
+                };
             }
-            "-h" | "--help" => {
-                return Err("usage: scripts/demo [--keep] [--requests N]\n  \
-                     --keep          keep everything running after the demo, until Ctrl-C\n  \
-                     --requests N    requests sent through each data plane (default 1000)"
-                    .into());
-            }
-            _ => return Err(format!("unknown flag {flag}; try --help")),
+            "-h" | "--help" => return Ok(None),
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -145,8 +150,8 @@ async fn stop_signal() -> &'static str {
 async fn run(args: &Args) -> Result<()> {
     let began = Instant::now();
     println!(
-        "Weir local demo: a real kube-apiserver and etcd, weir-controller, two weir-dataplanes \
-         and three backends, all local processes.\n"
+        "Weir local demo: a real kube-apiserver and etcd, weir-controller, two weir-dataplanes\n\
+         and three backends, all as local processes.\n"
     );
 
     let plane = ControlPlane::start()?;
@@ -183,7 +188,7 @@ async fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "3. three backends (weir-echo, answering their names) on the test host {ip}: {}",
+        "3. three backends (weir-echo, answering their names) on the test host {ip}:\n   {}",
         backends
             .iter()
             .map(|(_, echo)| format!("{} at :{}", echo.name, echo.addr.port()))
