@@ -125,6 +125,23 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Asks it to stop (SIGTERM) and waits up to `bound` for it to exit; kills it after that.
+    /// Returns how it exited, `None` if it had to be killed.
+    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < bound {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
     /// Whether it has exited, and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -234,6 +251,52 @@ impl Controller {
         };
         controller.restart().await;
         controller
+    }
+
+    /// Starts one of several replicas electing a status writer with the Lease
+    /// `weir-controller` in `lease_namespace`, as `identity`, advertising its channel to the
+    /// others; `args` as for [`start`](Self::start). Lease timings are client-go's defaults
+    /// but for a shorter retry period, so that a released Lease is taken over within a second.
+    pub async fn start_replica(
+        kubeconfig: &Path,
+        args: &[&str],
+        lease_namespace: &str,
+        identity: &str,
+    ) -> Self {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let channel = free_port(loopback);
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(
+            [
+                "--lease-namespace",
+                lease_namespace,
+                "--identity",
+                identity,
+                "--advertise-url",
+                &format!("http://{channel}"),
+                "--lease-retry-period",
+                "500ms",
+            ]
+            .map(str::to_owned),
+        );
+        let mut controller = Self {
+            channel,
+            metrics: free_port(loopback),
+            args,
+            kubeconfig: kubeconfig.to_owned(),
+            process: None,
+            http: Http::new(),
+        };
+        controller.restart().await;
+        controller
+    }
+
+    /// Stops it as Kubernetes does (SIGTERM); returns whether it exited cleanly within 5 s.
+    pub fn terminate(&mut self) -> bool {
+        self.process
+            .take()
+            .and_then(|mut p| p.terminate(Duration::from_secs(5)))
+            .is_some_and(|status| status.success())
     }
 
     /// Kills it at once (SIGKILL): streams break, nothing is said to the data planes.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
@@ -788,4 +789,148 @@ async fn data_planes_authenticate_with_service_account_tokens() -> TestResult {
     assert_eq!(metric, Some(1.0), "only the allowed data plane streams");
     drop(follower);
     Ok(())
+}
+
+/// Several replicas: one holds the Lease and writes status, whichever replica each data
+/// plane follows (reports that reach the other are relayed); a leader stopped with SIGTERM
+/// releases the Lease, so the other takes over at once instead of after the Lease's 15 s, and
+/// writes status from the end of its warm-up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_elect_one_status_writer_and_hand_over_when_it_stops() -> TestResult {
+    let plane = plane().await?;
+    let ns = plane.namespace("lease").await?;
+    let args = ["--namespace", ns.as_str(), "--token", TOKEN];
+    let kubeconfig = plane.kubeconfig_path();
+    let mut replicas = vec![
+        Controller::start_replica(kubeconfig, &args, &ns, "replica-a").await,
+        Controller::start_replica(kubeconfig, &args, &ns, "replica-b").await,
+    ];
+    let (leader, elected_in) =
+        eventually("one replica leads", STATUS_BOUND, || leading(&replicas)).await;
+    let follower = 1 - leader;
+    let names = ["replica-a", "replica-b"];
+    let leases = Api::<Lease>::namespaced(plane.client(), &ns);
+    let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder(leases.get("weir-controller").await?).as_deref(),
+        Some(names[leader])
+    );
+    println!("lease: {} leads after {elected_in:.2?}", names[leader]);
+
+    let scene = Scene {
+        plane,
+        client: plane.client(),
+        ns: ns.clone(),
+        controller: replicas.remove(leader),
+    };
+    let mut other = replicas.remove(0);
+    let ip = host_address();
+    let web = Echo::start("web-1", ip);
+    scene.service("web", &[&web]).await?;
+    let on_leader = scene.data_plane("dp-leader").await;
+    let on_follower = DataPlane::start(
+        &format!("{ns}-dp-follower"),
+        &other.url(),
+        &["--token", TOKEN],
+    )
+    .await;
+    scene
+        .apply_pool(
+            "web",
+            "  backends:\n    - service: { name: web, port: http }\n",
+        )
+        .await?;
+    // The data plane on the follower counts: its reports were relayed to the leader.
+    let (status, took) = scene.status_where("web", |s| programmed(s, 2, 1)).await;
+    println!(
+        "lease: programmed with both data planes after {took:.2?}: {}",
+        describe(&status)
+    );
+    assert!(writes(&scene.controller).await.is_some_and(|n| n > 0.0));
+    assert_eq!(
+        writes(&other).await,
+        Some(0.0),
+        "the follower never writes status"
+    );
+
+    // SIGTERM: the leader releases the Lease on its way out.
+    let mut scene = scene;
+    let stopped = Instant::now();
+    assert!(
+        scene.controller.terminate(),
+        "the leader exits cleanly on SIGTERM"
+    );
+    drop(on_leader);
+    let (_, took_over) = eventually("the follower takes over", STATUS_BOUND, || async {
+        match other.metric("weir_controller_leader").await {
+            Some(1.0) => Ok(()),
+            v => Err(format!("weir_controller_leader {v:?}")),
+        }
+    })
+    .await;
+    println!(
+        "lease: {} took over {:.2?} after SIGTERM to the leader (the Lease lasts 15 s)",
+        names[follower],
+        stopped.elapsed()
+    );
+    assert!(
+        took_over < Duration::from_secs(5),
+        "a released Lease is taken over within a few retry periods, not after it expires"
+    );
+    assert_eq!(
+        holder(leases.get("weir-controller").await?).as_deref(),
+        Some(names[follower])
+    );
+
+    // The new leader writes status: a new generation, with the data planes it knows (the
+    // killed leader's data plane reconnects to it, as it would through the Service).
+    let rejoined = DataPlane::start(
+        &format!("{ns}-dp-rejoined"),
+        &other.url(),
+        &["--token", TOKEN],
+    )
+    .await;
+    scene
+        .apply_pool(
+            "web",
+            "  backends:\n    - service: { name: web, port: http }\n\
+             \x20 algorithm: LeastRequest\n",
+        )
+        .await?;
+    let changed = Instant::now();
+    let (status, _) = scene.status_where("web", |s| programmed(s, 2, 2)).await;
+    println!(
+        "lease: generation 2 programmed by the new leader {:.2?} after the change \
+         (its warm-up is 11 s from the takeover): {}",
+        changed.elapsed(),
+        describe(&status)
+    );
+    assert!(writes(&other).await.is_some_and(|n| n > 0.0));
+    for plane in [&on_follower, &rejoined] {
+        let tally = plane.tally("/", 100).await;
+        assert_eq!(tally.failures, 0, "{}: {tally}", plane.id);
+    }
+    other.kill();
+    Ok(())
+}
+
+/// The one replica of `replicas` whose `weir_controller_leader` is 1.
+async fn leading(replicas: &[Controller]) -> Result<usize, String> {
+    let mut leaders = Vec::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        if replica.metric("weir_controller_leader").await == Some(1.0) {
+            leaders.push(i);
+        }
+    }
+    match leaders.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(format!("replicas leading: {leaders:?}")),
+    }
+}
+
+/// Status writes by `controller`.
+async fn writes(controller: &Controller) -> Option<f64> {
+    controller
+        .metric("weir_controller_status_writes_total")
+        .await
 }
