@@ -47,6 +47,7 @@ use crate::leader::Role;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::status::{self, Facts};
 use crate::targets::{self, Backends, CompileError, Compiled, SERVICE_NAME_LABEL};
+use crate::trim;
 
 /// The field manager of status writes (server-side apply).
 pub const FIELD_MANAGER: &str = "weir-controller";
@@ -414,6 +415,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(trim::pool)
         .reflect(pool_writer)
         .inspect_ok(move |event| {
             Synced::mark(&synced_tx, Synced::POOLS, event);
@@ -432,6 +434,7 @@ pub async fn run(
         let synced_tx = synced_tx.clone();
         watcher(api::<Service>(&client, ns), watcher::Config::default())
             .default_backoff()
+            .modify(trim::service)
             .reflect(service_writer)
             .inspect_ok(move |event| Synced::mark(&synced_tx, Synced::SERVICES, event))
             .touched_objects()
@@ -443,6 +446,7 @@ pub async fn run(
             watcher::Config::default().labels(SERVICE_NAME_LABEL),
         )
         .default_backoff()
+        .modify(trim::slice)
         .reflect(slice_writer)
         .inspect_ok(move |event| Synced::mark(&synced_tx, Synced::SLICES, event))
         .touched_objects()

@@ -18,6 +18,7 @@
 //! - [`status`]: a pool's status and Events as a pure function of what is known.
 //! - [`leader`]: the Lease election that picks the one replica writing status, and [`relay`],
 //!   which sends reports that reach the other replicas on to it.
+//! - [`trim`]: what the caches keep of each watched object.
 //! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener.
 
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod relay;
 pub mod selector;
 pub mod status;
 pub mod targets;
+pub mod trim;
 
 #[cfg(test)]
 mod fixtures;
