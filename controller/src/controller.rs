@@ -42,6 +42,7 @@ use weir_api::channel::ChannelPool;
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
 
 use crate::dataplanes::DataPlanes;
+use crate::endpoints::{Slice, SliceIndex};
 use crate::hub::{self, Entry, Hub};
 use crate::leader::Role;
 use crate::metrics::{ErrorLabels, Metrics};
@@ -68,8 +69,8 @@ pub struct Context {
     pub data_planes: Arc<DataPlanes>,
     /// Services, as the reflector holds them.
     pub services: Store<Service>,
-    /// EndpointSlices labelled with a Service name, as the reflector holds them.
-    pub slices: Store<EndpointSlice>,
+    /// EndpointSlices labelled with a Service name, compact, by Service.
+    pub slices: Arc<SliceIndex>,
     /// Events about pools.
     pub recorder: Recorder,
     /// Counters.
@@ -214,13 +215,16 @@ impl Context {
             .iter()
             .filter_map(|name| self.services.get(&ObjectRef::new(name).within(&namespace)))
             .collect();
-        let slices: Vec<Arc<EndpointSlice>> = self.slices.state_filter(|s| {
-            s.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && s.labels()
-                    .get(SERVICE_NAME_LABEL)
-                    .is_some_and(|service| names.contains(&service.as_str()))
-        });
-        let backends = Backends::new(services.iter().map(|s| &**s), slices.iter().map(|s| &**s));
+        let slices: Vec<(&str, Vec<Arc<Slice>>)> = names
+            .iter()
+            .map(|name| (*name, self.slices.slices(&namespace, name)))
+            .collect();
+        let backends = Backends::new(
+            services.iter().map(|s| &**s),
+            slices.iter().flat_map(|(service, slices)| {
+                slices.iter().map(|s| (namespace.as_str(), *service, &**s))
+            }),
+        );
         targets::compile(lbp, &backends)
     }
 
@@ -406,7 +410,7 @@ pub async fn run(
     let synced_tx = Arc::new(synced_tx);
     let (pool_store, pool_writer) = reflector::store::<LoadBalancerPool>();
     let (services, service_writer) = reflector::store::<Service>();
-    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let slices = Arc::new(SliceIndex::new());
 
     let pool_events = {
         let (hub, pool_store, synced_tx) = (hub.clone(), pool_store.clone(), synced_tx.clone());
@@ -440,15 +444,20 @@ pub async fn run(
             .touched_objects()
     };
     let slice_events = {
-        let synced_tx = synced_tx.clone();
+        let (synced_tx, slices) = (synced_tx.clone(), slices.clone());
         watcher(
             api::<EndpointSlice>(&client, ns),
-            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+            // Slices are the big objects (up to 100 endpoints each, 1,000 by default): smaller
+            // pages bound what a (re-)list holds at once, at the cost of a few more requests.
+            watcher::Config::default()
+                .labels(SERVICE_NAME_LABEL)
+                .page_size(100),
         )
         .default_backoff()
-        .modify(trim::slice)
-        .reflect(slice_writer)
-        .inspect_ok(move |event| Synced::mark(&synced_tx, Synced::SLICES, event))
+        .inspect_ok(move |event| {
+            slices.apply(event);
+            Synced::mark(&synced_tx, Synced::SLICES, event);
+        })
         .touched_objects()
     };
 

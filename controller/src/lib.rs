@@ -18,7 +18,8 @@
 //! - [`status`]: a pool's status and Events as a pure function of what is known.
 //! - [`leader`]: the Lease election that picks the one replica writing status, and [`relay`],
 //!   which sends reports that reach the other replicas on to it.
-//! - [`trim`]: what the caches keep of each watched object.
+//! - [`trim`]: what the caches keep of each watched object; [`endpoints`]: EndpointSlices,
+//!   compact and indexed by Service.
 //! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener.
 
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod channel;
 pub mod config;
 pub mod controller;
 pub mod dataplanes;
+pub mod endpoints;
 pub mod hub;
 pub mod leader;
 pub mod metrics;

@@ -14,14 +14,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use weir_api::{FieldError, MAX_WEIGHT, Pool, Target};
 use weir_crds::{LoadBalancerPool, condition::reason};
+
+use crate::endpoints::Slice;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -33,7 +34,7 @@ pub struct Backends<'a> {
     /// By namespace, then name.
     services: HashMap<&'a str, HashMap<&'a str, &'a Service>>,
     /// By namespace, then the name of their Service.
-    slices: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+    slices: HashMap<&'a str, HashMap<&'a str, Vec<&'a Slice>>>,
 }
 
 /// A pool compiled for the data planes, and how its backends resolved.
@@ -141,11 +142,11 @@ struct Resolved {
 }
 
 impl<'a> Backends<'a> {
-    /// Indexes `services` by namespace and name, and `slices` by namespace and the Service
-    /// named in their `kubernetes.io/service-name` label (slices without it are ignored).
+    /// Indexes `services` by namespace and name, and `slices`, given as namespace, the
+    /// Service named in their `kubernetes.io/service-name` label, and slice.
     pub fn new(
         services: impl IntoIterator<Item = &'a Service>,
-        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        slices: impl IntoIterator<Item = (&'a str, &'a str, &'a Slice)>,
     ) -> Self {
         let mut backends = Self::default();
         for service in services {
@@ -158,17 +159,9 @@ impl<'a> Backends<'a> {
             let namespace = backends.services.entry(namespace).or_default();
             namespace.insert(name, service);
         }
-        for slice in slices {
-            let namespace = slice.metadata.namespace.as_deref();
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let (Some(namespace), Some(service)) = (namespace, service) {
-                let namespace = backends.slices.entry(namespace).or_default();
-                namespace.entry(service).or_default().push(slice);
-            }
+        for (namespace, service, slice) in slices {
+            let namespace = backends.slices.entry(namespace).or_default();
+            namespace.entry(service).or_default().push(slice);
         }
         backends
     }
@@ -177,7 +170,7 @@ impl<'a> Backends<'a> {
         self.services.get(namespace)?.get(name).copied()
     }
 
-    fn slices(&self, namespace: &str, service: &str) -> &[&'a EndpointSlice] {
+    fn slices(&self, namespace: &str, service: &str) -> &[&'a Slice] {
         self.slices
             .get(namespace)
             .and_then(|by_service| by_service.get(service))
@@ -517,52 +510,21 @@ fn resolve_service(
     let mut fqdn = false;
     let mut missing_port = false;
     for slice in backends.slices(namespace, name) {
-        let endpoints = slice.endpoints.as_deref().unwrap_or_default();
-        let family_matches = |ip: &IpAddr| match slice.address_type.as_str() {
-            "IPv4" => ip.is_ipv4(),
-            "IPv6" => ip.is_ipv6(),
-            _ => false,
-        };
-        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-            fqdn |= !endpoints.is_empty();
+        if !slice.ip {
+            fqdn |= slice.listed;
             continue;
         }
-        let slice_port = slice
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-            .find(|p| p.name.as_deref().unwrap_or_default() == port_name)
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0);
-        let Some(slice_port) = slice_port else {
-            missing_port |= !endpoints.is_empty();
+        let Some(slice_port) = slice.port(port_name) else {
+            missing_port |= slice.listed;
             continue;
         };
-        for endpoint in endpoints {
-            // Only the first address has a meaning (the EndpointSlice API's own words).
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            else {
-                continue;
-            };
-            if !family_matches(&ip) {
-                continue;
-            }
-            let conditions = endpoint.conditions.as_ref();
-            // An unset `ready` means ready; a terminating endpoint takes no new requests.
-            let ready = conditions.and_then(|c| c.ready).unwrap_or(true)
-                && !conditions.and_then(|c| c.terminating).unwrap_or(false);
+        for (ip, ready) in &slice.endpoints {
             // An endpoint listed twice (slices are replaced one at a time) counts once, ready
             // if any copy is.
             *resolved
                 .endpoints
-                .entry(SocketAddr::new(ip, slice_port))
-                .or_default() |= ready;
+                .entry(SocketAddr::new(*ip, slice_port))
+                .or_default() |= *ready;
         }
     }
     if resolved.endpoints.is_empty() {
@@ -610,15 +572,46 @@ fn count(n: usize) -> u32 {
 mod tests {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::{Int, String as Named};
 
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
     use super::*;
     use crate::fixtures::{NS, ServiceExt, SliceExt, pool, service, slice, to_address, to_service};
+
+    /// The slices as the controller's index holds them: namespace, Service and compact slice
+    /// (slices without the Service label are not indexed).
+    fn compact(slices: &[EndpointSlice]) -> Vec<(String, String, Slice)> {
+        slices
+            .iter()
+            .filter_map(|s| {
+                let service = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+                Some((
+                    s.metadata.namespace.clone()?,
+                    service.clone(),
+                    Slice::from(s),
+                ))
+            })
+            .collect()
+    }
+
+    fn backends<'a>(
+        services: &'a [Service],
+        slices: &'a [(String, String, Slice)],
+    ) -> Backends<'a> {
+        Backends::new(
+            services,
+            slices
+                .iter()
+                .map(|(ns, svc, s)| (ns.as_str(), svc.as_str(), s)),
+        )
+    }
 
     fn compile_with(
         lbp: &LoadBalancerPool,
         services: &[Service],
         slices: &[EndpointSlice],
     ) -> Compiled {
-        compile(lbp, &Backends::new(services, slices)).expect("the pool compiles")
+        let slices = compact(slices);
+        compile(lbp, &backends(services, &slices)).expect("the pool compiles")
     }
 
     fn targets(compiled: &Compiled) -> Vec<(String, u32)> {
