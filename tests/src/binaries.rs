@@ -7,8 +7,14 @@
 //! 4. the cache folder that `scripts/control-plane --check` reports, so that a plain
 //!    `cargo test -p weir-e2e` works once the binaries have been built.
 //!
-//! `helm` from steps 3 and 4 only (envtest does not ship it). `kubectl` from
-//! `TEST_ASSET_KUBECTL`, else the one on `PATH`: tests drive the machine's own `kubectl`.
+//! `helm` from steps 3 and 4 only (envtest does not ship it).
+//!
+//! `kubectl`, first match wins:
+//! 1. `TEST_ASSET_KUBECTL` (envtest's variable, a file);
+//! 2. the one `scripts/control-plane` builds from the same Kubernetes release as
+//!    `kube-apiserver`, found as in steps 3 and 4 above;
+//! 3. `kubectl` on `PATH`, as a last resort (which may be outside `kubectl`'s supported
+//!    version skew of one minor version either side of the API server).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -37,10 +43,21 @@ impl Binaries {
         Ok(Self {
             kube_apiserver: server_binary("kube-apiserver", "TEST_ASSET_KUBE_APISERVER")?,
             etcd: server_binary("etcd", "TEST_ASSET_ETCD")?,
-            kubectl: env::var_os("TEST_ASSET_KUBECTL")
-                .map_or_else(|| PathBuf::from("kubectl"), PathBuf::from),
+            kubectl: kubectl()?,
         })
     }
+}
+
+/// Finds `kubectl` as the [module documentation](self) says: a path, or the bare name
+/// `kubectl` (looked up on `PATH` when run) if neither `TEST_ASSET_KUBECTL` nor a built one is
+/// there.
+///
+/// Fails only when `TEST_ASSET_KUBECTL` names no file.
+pub fn kubectl() -> Result<PathBuf, Error> {
+    if let Some(path) = env::var_os("TEST_ASSET_KUBECTL") {
+        return executable(PathBuf::from(path), "kubectl", "TEST_ASSET_KUBECTL");
+    }
+    Ok(built("kubectl").unwrap_or_else(|_| PathBuf::from("kubectl")))
 }
 
 /// Finds `helm`, built by `scripts/control-plane`.
