@@ -13,6 +13,7 @@ pub mod channel;
 mod duration;
 mod pool;
 mod resilience;
+pub mod selector;
 mod validate;
 
 pub use duration::{Duration, ParseDurationError};

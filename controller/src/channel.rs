@@ -460,12 +460,12 @@ mod tests {
             (
                 request(
                     Method::GET,
-                    "/v1/stream?dataPlane=a&selector=team%20in%20(a)",
+                    "/v1/stream?dataPlane=a&selector=team%20within%20(a)",
                     Some("t0ken"),
                     "",
                 ),
                 400,
-                "set-based",
+                "key in (v1,v2)",
             ),
             (
                 request(Method::POST, "/v1/report", Some("t0ken"), "{\"x\":1}"),

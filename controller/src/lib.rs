@@ -32,7 +32,8 @@ pub mod hub;
 pub mod leader;
 pub mod metrics;
 pub mod relay;
-pub mod selector;
+/// Label selectors, shared with the data plane, which checks its own at startup.
+pub use weir_api::selector;
 pub mod status;
 pub mod targets;
 pub mod trim;

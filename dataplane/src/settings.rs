@@ -47,8 +47,14 @@ pub struct Args {
     /// host name.
     #[arg(long, env = "WEIR_DATA_PLANE_ID")]
     pub data_plane_id: Option<String>,
-    /// Serve only the pools whose labels match this selector (e.g. `tier=edge`).
-    #[arg(long, env = "WEIR_POOL_SELECTOR", requires = "controller")]
+    /// Serve only the pools whose labels match this Kubernetes label selector (e.g.
+    /// `tier=edge`, `team in (shop,web)`, `!canary`).
+    #[arg(
+        long,
+        env = "WEIR_POOL_SELECTOR",
+        requires = "controller",
+        value_parser = label_selector
+    )]
     pub pool_selector: Option<String>,
     /// Address the proxy listens on.
     #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:8080")]
@@ -100,6 +106,14 @@ impl Default for ProxySettings {
     }
 }
 
+/// A selector the controller will accept, checked here so that a typo stops the data plane at
+/// startup instead of having every stream refused.
+fn label_selector(text: &str) -> Result<String, String> {
+    weir_api::selector::Selector::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +133,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--drain-timeout") && e.contains("unit"), "{e}");
+    }
+
+    #[test]
+    fn a_pool_selector_the_controller_would_refuse_stops_the_data_plane() {
+        let parse = |selector: &str| {
+            Args::try_parse_from([
+                "weir-dataplane",
+                "--controller",
+                "http://controller:8081",
+                "--pool-selector",
+                selector,
+            ])
+        };
+        let e = parse("tier within (edge)").unwrap_err().to_string();
+        assert!(
+            e.contains("--pool-selector") && e.contains("key in (v1,v2)"),
+            "{e}"
+        );
+        let a = parse("tier in (edge,internal),!canary").unwrap();
+        assert_eq!(
+            a.pool_selector.as_deref(),
+            Some("tier in (edge,internal),!canary")
+        );
     }
 }
