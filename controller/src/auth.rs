@@ -69,6 +69,33 @@ pub enum Denied {
     /// The TokenReview itself failed.
     #[error("cannot review the token: {0}")]
     Review(#[source] kube::Error),
+    /// A data plane speaking for another: its token is bound to pod `pod`, but it calls
+    /// itself `claimed`.
+    #[error("dataPlane {claimed:?} does not match the pod {pod:?} the token is bound to")]
+    Impersonation {
+        /// The data plane identity in the request.
+        claimed: String,
+        /// The pod of the token.
+        pod: String,
+    },
+}
+
+impl Identity {
+    /// Checks that a request naming data plane `claimed` may: a token bound to a pod speaks
+    /// only for that pod (data planes are named after their pods), so one data plane cannot
+    /// report for another and skew the status. Static tokens and unbound ServiceAccount
+    /// tokens name no pod and may speak for any data plane.
+    pub fn may_speak_for(&self, claimed: &str) -> Result<(), Denied> {
+        match self {
+            Self::ServiceAccount { pod: Some(pod), .. } if pod != claimed => {
+                Err(Denied::Impersonation {
+                    claimed: claimed.to_owned(),
+                    pod: pod.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Authenticator {
@@ -190,7 +217,7 @@ impl Denied {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Missing | Self::Invalid(_) => StatusCode::UNAUTHORIZED,
-            Self::NotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::NotAllowed { .. } | Self::Impersonation { .. } => StatusCode::FORBIDDEN,
             Self::Review(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -223,5 +250,25 @@ mod tests {
             e.to_string(),
             "no bearer token: send Authorization: Bearer TOKEN"
         );
+    }
+
+    #[test]
+    fn a_pod_bound_token_speaks_only_for_its_pod() {
+        let bound = Identity::ServiceAccount {
+            account: "weir:dataplane".parse().unwrap(),
+            pod: Some("weir-dataplane-7c9f-abcde".into()),
+        };
+        assert!(bound.may_speak_for("weir-dataplane-7c9f-abcde").is_ok());
+        let e = bound
+            .may_speak_for("weir-dataplane-7c9f-zzzzz")
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert!(e.to_string().contains("does not match the pod"), "{e}");
+        let unbound = Identity::ServiceAccount {
+            account: "weir:dataplane".parse().unwrap(),
+            pod: None,
+        };
+        assert!(unbound.may_speak_for("anyone").is_ok());
+        assert!(Identity::Static.may_speak_for("anyone").is_ok());
     }
 }

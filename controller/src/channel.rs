@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weir_api::channel::{REPORT_PATH, Report, STREAM_PATH, Update};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Denied, Identity};
 use crate::controller::Shared;
 use crate::dataplanes::StreamGuard;
 use crate::relay::{RELAYED_BY, Relay};
@@ -122,22 +122,27 @@ where
             "the controller's caches are not synced yet; retry shortly",
         );
     }
-    if let Err(denied) = channel
+    let identity = match channel
         .auth
         .check(req.headers().get(header::AUTHORIZATION))
         .await
     {
-        tracing::info!(path = %route.1, %denied, "channel request refused");
-        return text(denied.status(), &denied.to_string());
-    }
+        Ok(identity) => identity,
+        Err(denied) => return refuse(&route.1, &denied),
+    };
     if route.0 == Method::GET {
-        open_stream(channel, req.uri().query().unwrap_or_default())
+        open_stream(channel, &identity, req.uri().query().unwrap_or_default())
     } else {
-        take_report(channel, req).await
+        take_report(channel, &identity, req).await
     }
 }
 
-fn open_stream(channel: Arc<Channel>, query: &str) -> Response<Body> {
+fn refuse(path: &str, denied: &Denied) -> Response<Body> {
+    tracing::info!(%path, %denied, "channel request refused");
+    text(denied.status(), &denied.to_string())
+}
+
+fn open_stream(channel: Arc<Channel>, identity: &Identity, query: &str) -> Response<Body> {
     let params = parse_query(query);
     let Some(id) = params.get("dataPlane").filter(|id| !id.is_empty()) else {
         return text(
@@ -145,6 +150,9 @@ fn open_stream(channel: Arc<Channel>, query: &str) -> Response<Body> {
             "the dataPlane query parameter is required",
         );
     };
+    if let Err(denied) = identity.may_speak_for(id) {
+        return refuse(STREAM_PATH, &denied);
+    }
     let since = match params.get("since").map(|s| s.parse::<u64>()) {
         None => None,
         Some(Ok(since)) => Some(since),
@@ -216,7 +224,11 @@ impl Drop for OpenStream {
     }
 }
 
-async fn take_report<B>(channel: Arc<Channel>, req: Request<B>) -> Response<Body>
+async fn take_report<B>(
+    channel: Arc<Channel>,
+    identity: &Identity,
+    req: Request<B>,
+) -> Response<Body>
 where
     B: HttpBody,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -241,6 +253,9 @@ where
             StatusCode::BAD_REQUEST,
             "invalid report: dataPlane is empty",
         );
+    }
+    if let Err(denied) = identity.may_speak_for(&report.data_plane) {
+        return refuse(REPORT_PATH, &denied);
     }
     let selector = match Selector::parse(&report.selector) {
         Ok(selector) => selector,

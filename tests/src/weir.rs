@@ -487,12 +487,23 @@ impl Http {
         url: &str,
         bearer: Option<&str>,
     ) -> Result<Reply, String> {
+        self.send_body(method, url, bearer, Bytes::new()).await
+    }
+
+    /// Like [`send`](Self::send), with a request body.
+    pub async fn send_body(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
         let mut request = Request::builder().method(method).uri(url);
         if let Some(token) = bearer {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body.into()))
             .map_err(|e| e.to_string())?;
         let exchange = async {
             let response = self

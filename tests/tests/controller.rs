@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -710,7 +710,8 @@ async fn a_deleted_pool_answers_404_on_every_data_plane() -> TestResult {
 
 /// Data planes authenticate with ServiceAccount tokens checked by TokenReview: an allowed
 /// ServiceAccount's token follows the channel; another's is refused with 403, a bad token or
-/// none with 401.
+/// none with 401; a token bound to a pod may speak only for the data plane of that name (403
+/// otherwise), so one data plane cannot skew another's part of the status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_planes_authenticate_with_service_account_tokens() -> TestResult {
     const AUDIENCE: &str = "weir-e2e-channel";
@@ -787,6 +788,67 @@ async fn data_planes_authenticate_with_service_account_tokens() -> TestResult {
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
     let metric = controller.metric("weir_controller_streams").await;
     assert_eq!(metric, Some(1.0), "only the allowed data plane streams");
+
+    // A token bound to a pod (what a projected token in a pod is) speaks for that pod only.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let pod = pods
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "metadata": { "name": "dp-pod" },
+                "spec": {
+                    "serviceAccountName": "dataplane",
+                    "automountServiceAccountToken": false,
+                    "containers": [{ "name": "dp", "image": "weir" }],
+                },
+            }))?,
+        )
+        .await?;
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {
+            "audiences": [AUDIENCE],
+            "expirationSeconds": 600,
+            "boundObjectRef": { "kind": "Pod", "apiVersion": "v1", "name": "dp-pod", "uid": pod.metadata.uid },
+        },
+    }))?;
+    let bound = accounts
+        .create_token_request("dataplane", &pp, &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or("no token")?;
+    let report_url = format!("{}/v1/report", controller.url());
+    let report = |id: &str| {
+        json!({ "dataPlane": id, "revision": 0, "applied": [], "rejected": [], "health": [] })
+            .to_string()
+    };
+    let own = http
+        .send_body(Method::POST, &report_url, Some(&bound), report("dp-pod"))
+        .await?;
+    let other = http
+        .send_body(Method::POST, &report_url, Some(&bound), report("dp-other"))
+        .await?;
+    let other_stream = http
+        .send(
+            Method::GET,
+            &format!("{}/v1/stream?dataPlane=dp-other", controller.url()),
+            Some(&bound),
+        )
+        .await?;
+    println!(
+        "tokens: a pod-bound token reporting for its pod: {}; for another: {} {:?}",
+        own.status,
+        other.status,
+        other.body.trim()
+    );
+    assert_eq!(own.status, StatusCode::NO_CONTENT);
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert!(
+        other.body.contains("does not match the pod \"dp-pod\""),
+        "{}",
+        other.body
+    );
+    assert_eq!(other_stream.status, StatusCode::FORBIDDEN);
     drop(follower);
     Ok(())
 }
