@@ -3,7 +3,7 @@
 //! It starts a real kube-apiserver and etcd (the end-to-end tests' control plane), applies
 //! Weir's CRD from `crds/`, starts three `weir-echo` backends, creates two Services for them
 //! with their EndpointSlices, runs `weir-controller` and two `weir-dataplane`s following it,
-//! applies `examples/demo-pool.yaml` with the machine's `kubectl`, waits for the pool's status
+//! applies `examples/demo-pool.yaml` with `kubectl` (the one `scripts/control-plane` builds), waits for the pool's status
 //! to say it is programmed, sends requests through each data plane and prints the split each
 //! one gave next to the split the pool asks for, then shows `kubectl get lbp -o wide` and
 //! `kubectl describe lbp`. Everything runs as local processes and is stopped on exit.
@@ -42,8 +42,8 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
-use weir_e2e::ControlPlane;
 use weir_e2e::weir::{Controller, DataPlane, Echo, Tally, host_address};
+use weir_e2e::{ControlPlane, binaries};
 
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
@@ -303,6 +303,8 @@ async fn run(args: &Args) -> Result<()> {
 Done in {secs:.1} s. Everything keeps running until Ctrl-C. From another terminal, try:
 
   export KUBECONFIG={kubeconfig}
+  # kubectl and helm as built with this control plane (v1.37)
+  export PATH={bin}:$PATH
   # the pool's status as it changes (Ctrl-C stops watching)
   kubectl get lbp -n {NS} -o wide -w
   # ten requests through dp-1 (dp-2 is http://{dp2}/)
@@ -320,9 +322,18 @@ Done in {secs:.1} s. Everything keeps running until Ctrl-C. From another termina
   curl -s http://{admin1}/status
   # the controller's metrics
   curl -s http://{metrics}/metrics | grep ^weir_controller
+  # the Helm chart on this control plane (it has no nodes: the objects are created and
+  # checked by the API server, the pods stay Pending)
+  helm install weir charts/weir -n weir-system --create-namespace
+  kubectl get deploy,svc,pdb,networkpolicy,sa,role,rolebinding -n weir-system
+  helm uninstall weir -n weir-system
 "#,
         secs = began.elapsed().as_secs_f64(),
         kubeconfig = plane.kubeconfig_path().display(),
+        bin = binaries::helm()?
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         dp1 = dp1.listen,
         dp2 = dp2.listen,
         admin1 = dp1.admin,

@@ -169,7 +169,8 @@ impl ControlPlane {
             .name_any())
     }
 
-    /// Runs `kubectl` (the one on `PATH`, or `TEST_ASSET_KUBECTL`) against this control plane;
+    /// Runs `kubectl` ([`binaries::kubectl`](crate::binaries::kubectl): the one built with the
+    /// control plane unless `TEST_ASSET_KUBECTL` says otherwise) against this control plane;
     /// returns its stdout.
     pub async fn kubectl<I, S>(&self, args: I) -> Result<String, Error>
     where

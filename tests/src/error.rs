@@ -14,7 +14,7 @@ pub enum Error {
     /// nowhere.
     #[error(
         "{binary} not found ({detail}): run scripts/control-plane, which builds kube-apiserver, \
-         etcd and helm from Go modules into ~/.cache/weir/k8s (scripts/test runs it first)"
+         etcd, kubectl and helm from Go modules into ~/.cache/weir/k8s (scripts/test runs it first)"
     )]
     NotBuilt {
         /// The binary's name.

@@ -985,7 +985,7 @@ fn installs() -> Result<&'static [Install], Error> {
 
 fn render_installs() -> Result<Vec<Install>, Error> {
     let deploy = run(
-        &kubectl(),
+        &weir_e2e::binaries::kubectl()?,
         ["kustomize", &path_str(&repo().join("deploy"))],
         None,
         &[],
@@ -1369,11 +1369,6 @@ fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// The `kubectl` the harness uses: `TEST_ASSET_KUBECTL`, else the one on `PATH`.
-fn kubectl() -> PathBuf {
-    std::env::var_os("TEST_ASSET_KUBECTL").map_or_else(|| PathBuf::from("kubectl"), PathBuf::from)
-}
-
 /// Runs `helm` with no cluster (lint, template); returns stdout.
 fn helm<I, S>(args: I) -> Result<String, Error>
 where
@@ -1418,7 +1413,7 @@ where
     let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     args.insert(0, "--kubeconfig".into());
     args.insert(1, plane.kubeconfig_path().into());
-    run_full(&kubectl(), args, input, &[])
+    run_full(&weir_e2e::binaries::kubectl()?, args, input, &[])
 }
 
 fn run<I, S>(
