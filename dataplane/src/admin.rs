@@ -7,6 +7,7 @@
 //! | `GET /ready` | 200 once a configuration is in place, 503 before and while draining |
 //! | `GET /live` | 200 while the process serves |
 //! | `GET /pools` | JSON: the pools in force, admin changes included |
+//! | `GET /pools/{pool}` | JSON: one of them (a controller's pools are named `namespace/name`) → 404 if none |
 //! | `POST /pools/{pool}/targets` | add `{"address": "ip:port", "weight": n}` → 201 |
 //! | `PUT /pools/{pool}/targets/{address}` | set `{"weight": n}` → 200 |
 //! | `DELETE /pools/{pool}/targets/{address}` | remove → 204 |
@@ -96,6 +97,16 @@ async fn handle(
             StatusCode::OK,
             &serde_json::to_value(state.pools()).unwrap_or_default(),
         ),
+        (&Method::GET, ["pools", name @ ..]) if !name.is_empty() => {
+            let name = name.join("/");
+            match state.pool(&name) {
+                Some(pool) => json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(pool).unwrap_or_default(),
+                ),
+                None => text(StatusCode::NOT_FOUND, format!("no pool named {name:?}\n")),
+            }
+        }
         (&Method::POST, ["pools", pool, "targets"]) => {
             let pool = (*pool).to_owned();
             match read_json::<Target>(req).await {

@@ -243,6 +243,15 @@ impl State {
         self.desired().clone()
     }
 
+    /// The pool named `name` in force, admin changes included.
+    pub fn pool(&self, name: &str) -> Option<Pool> {
+        self.desired()
+            .pools
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
     /// Marks the pools as the controller's.
     pub fn set_managed(&self) {
         self.managed.store(true, Ordering::Release);

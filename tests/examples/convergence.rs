@@ -8,8 +8,8 @@
 //! makes C changes, one at a time: each moves the first endpoint of one pool's slice to an
 //! address never used before. A change's convergence time runs from the moment the API write
 //! returns to the moment the last of the two data planes lists the new address in its admin
-//! `GET /pools`, polled every 2 ms (each poll is a whole `/pools` answer, so the figure
-//! includes up to one poll interval and one answer's serialization).
+//! `GET /pools/{pool}` (the changed pool alone), polled every 2 ms (so the figure includes up
+//! to one poll interval and one answer's serialization).
 //!
 //! Last, the memory run: M pools of E endpoints each (1,000 × 100 by default), the same wait,
 //! a few changes, and the controller's VmRSS and VmHWM from `/proc/PID/status`.
@@ -165,7 +165,7 @@ async fn run(args: &Args) -> Result<()> {
     }
 
     println!(
-        "\nsummary (convergence = API write returned -> both data planes list the change in /pools, polled every {} ms)",
+        "\nsummary (convergence = API write returned -> both data planes list the change in /pools/{{pool}}, polled every {} ms)",
         POLL.as_millis()
     );
     println!(
@@ -365,6 +365,7 @@ impl Run {
             addresses[0] = new.clone();
             let patch = json!({ "endpoints": endpoints_json(&addresses) });
             let needle = format!("\"{new}:{PORT}\"");
+            let pool_name = format!("{}/p{pool}", self.ns);
 
             let write = Instant::now();
             slices
@@ -381,7 +382,7 @@ impl Run {
                 .planes
                 .iter()
                 .zip(&self.http)
-                .map(|(plane, http)| serving(http, plane, &needle, returned));
+                .map(|(plane, http)| serving(http, plane, &pool_name, &needle, returned));
             let results = futures_util::future::join_all(waits).await;
             if results.iter().all(Option::is_some) {
                 figures
@@ -409,10 +410,16 @@ impl Run {
     }
 }
 
-/// When `plane` first lists `needle` in `/pools`, counted from `since`; `None` after
-/// [`CHANGE_BOUND`].
-async fn serving(http: &Http, plane: &DataPlane, needle: &str, since: Instant) -> Option<Duration> {
-    let url = format!("http://{}/pools", plane.admin);
+/// When `plane` first lists `needle` in pool `pool` (`GET /pools/{pool}`), counted from
+/// `since`; `None` after [`CHANGE_BOUND`].
+async fn serving(
+    http: &Http,
+    plane: &DataPlane,
+    pool: &str,
+    needle: &str,
+    since: Instant,
+) -> Option<Duration> {
+    let url = format!("http://{}/pools/{pool}", plane.admin);
     loop {
         if let Ok(reply) = http.get(&url).await
             && reply.body.contains(needle)

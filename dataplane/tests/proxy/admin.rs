@@ -99,6 +99,19 @@ async fn admin_api_adds_reweights_and_removes_targets_at_once() {
         "the removed target is still in /pools: {}",
         pools.body
     );
+    // One pool alone, as it is in force now.
+    let web = proxy.admin(Method::GET, "/pools/web", "").await;
+    assert_eq!(web.status, 200, "{}", web.body);
+    let web: serde_json::Value = serde_json::from_str(&web.body).unwrap();
+    assert_eq!(web["name"], "web");
+    assert!(!web.to_string().contains(&c_addr), "{web}");
+    let none = proxy.admin(Method::GET, "/pools/nope", "").await;
+    assert_eq!(none.status, 404, "{}", none.body);
+    assert!(
+        none.body.contains("no pool named \"nope\""),
+        "{}",
+        none.body
+    );
 }
 
 #[tokio::test]
