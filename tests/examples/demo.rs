@@ -164,16 +164,7 @@ async fn run(args: &Args) -> Result<()> {
     );
 
     let started = Instant::now();
-    let crds = repository_path("crds/");
-    plane.kubectl(["apply", "-f", &crds]).await?;
-    plane
-        .kubectl([
-            "wait",
-            "--for=condition=Established",
-            "crd/loadbalancerpools.weir.dev",
-            "--timeout=60s",
-        ])
-        .await?;
+    plane.install_crds().await?;
     println!(
         "2. CRD loadbalancerpools.weir.dev applied (kubectl apply -f crds/) and established in \
          {:.1} s",

@@ -80,22 +80,22 @@ impl ControlPlane {
     pub async fn shared_with_crds() -> Result<&'static ControlPlane, Error> {
         static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
         let plane = Self::shared();
-        INSTALLED
-            .get_or_try_init(|| async {
-                let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
-                plane.kubectl(["apply", "-f", crds]).await?;
-                plane
-                    .kubectl([
-                        "wait",
-                        "--for=condition=Established",
-                        "crd/loadbalancerpools.weir.dev",
-                        "--timeout=60s",
-                    ])
-                    .await?;
-                Ok::<_, Error>(())
-            })
-            .await?;
+        INSTALLED.get_or_try_init(|| plane.install_crds()).await?;
         Ok(plane)
+    }
+
+    /// `kubectl apply -f crds/` (the repository's), then waits until the CRD is Established.
+    pub async fn install_crds(&self) -> Result<(), Error> {
+        let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
+        self.kubectl(["apply", "-f", crds]).await?;
+        self.kubectl([
+            "wait",
+            "--for=condition=Established",
+            "crd/loadbalancerpools.weir.dev",
+            "--timeout=60s",
+        ])
+        .await?;
+        Ok(())
     }
 
     /// Starts a control plane of its own, with the [`Binaries`] found in the usual places;

@@ -68,12 +68,7 @@ impl Scene {
 
     /// A data plane following the controller with the static token.
     async fn data_plane(&self, name: &str) -> DataPlane {
-        DataPlane::start(
-            &format!("{}-{name}", self.ns),
-            &self.controller.url(),
-            &["--token", TOKEN],
-        )
-        .await
+        following(&self.controller, &format!("{}-{name}", self.ns)).await
     }
 
     /// Service `name` (port 80 named `http`) and one EndpointSlice per backend,
@@ -890,12 +885,7 @@ async fn replicas_elect_one_status_writer_and_hand_over_when_it_stops() -> TestR
     let web = Echo::start("web-1", ip);
     scene.service("web", &[&web]).await?;
     let on_leader = scene.data_plane("dp-leader").await;
-    let on_follower = DataPlane::start(
-        &format!("{ns}-dp-follower"),
-        &other.url(),
-        &["--token", TOKEN],
-    )
-    .await;
+    let on_follower = following(&other, &format!("{ns}-dp-follower")).await;
     scene
         .apply_pool(
             "web",
@@ -946,12 +936,7 @@ async fn replicas_elect_one_status_writer_and_hand_over_when_it_stops() -> TestR
 
     // The new leader writes status: a new generation, with the data planes it knows (the
     // killed leader's data plane reconnects to it, as it would through the Service).
-    let rejoined = DataPlane::start(
-        &format!("{ns}-dp-rejoined"),
-        &other.url(),
-        &["--token", TOKEN],
-    )
-    .await;
+    let rejoined = following(&other, &format!("{ns}-dp-rejoined")).await;
     scene
         .apply_pool(
             "web",
@@ -995,4 +980,9 @@ async fn writes(controller: &Controller) -> Option<f64> {
     controller
         .metric("weir_controller_status_writes_total")
         .await
+}
+
+/// A data plane `id` following `controller` with the static token.
+async fn following(controller: &Controller, id: &str) -> DataPlane {
+    DataPlane::start(id, &controller.url(), &["--token", TOKEN]).await
 }
