@@ -15,7 +15,8 @@
 //! RBAC it needs: `get`, `list`, `watch` on `loadbalancerpools.weir.dev`, `services` and
 //! `endpointslices.discovery.k8s.io`; `patch` on `loadbalancerpools/status`; `create` and
 //! `patch` on `events.events.k8s.io`; `create` on `tokenreviews.authentication.k8s.io` when
-//! data planes authenticate with ServiceAccount tokens.
+//! data planes authenticate with ServiceAccount tokens; `get`, `create` and `update` on
+//! `leases.coordination.k8s.io` in the Lease's namespace when replicas elect a leader.
 //!
 //! - Several replicas: every one runs the reflectors, the hub and the channel; only the one
 //!   whose [`Role`] says so (the Lease holder, after its warm-up) writes status and publishes

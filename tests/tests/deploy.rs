@@ -171,7 +171,7 @@ fn rbac_has_no_wildcard_no_secrets_and_writes_cluster_wide_only_status_events_an
 /// bound to the controller's ServiceAccount there.
 #[test]
 fn leases_are_granted_only_by_a_role_in_the_install_namespace() -> TestResult {
-    let expected: BTreeSet<Grant> = ["get", "list", "watch", "create", "update"]
+    let expected: BTreeSet<Grant> = ["get", "create", "update"]
         .into_iter()
         .map(|verb| Grant::from(("coordination.k8s.io", "leases", verb)))
         .collect();
