@@ -19,6 +19,7 @@ const EXIT_BAD_CONFIG: u8 = 64;
 
 /// mimalloc: the proxy allocates many small, short-lived buffers per request, where glibc's
 /// malloc showed up in profiles (about 5% of CPU in malloc, free and consolidation).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -149,7 +149,8 @@ struct TargetParts {
     stats: Arc<TargetStats>,
     pool: Arc<TargetPool>,
     health: Arc<TargetHealth>,
-    checker: Option<Checker>,
+    /// Boxed: most targets have none, and the map holds one entry per target.
+    checker: Option<Box<Checker>>,
 }
 
 /// Why an admin change was refused.
@@ -381,12 +382,13 @@ impl Registry {
 
 fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     let settings = ClientSettings::of(pool);
-    let policy = Policy {
+    let policy = Arc::new(Policy {
         check: pool.health_check.clone(),
         outlier: pool.outlier_detection.clone(),
         breaker: pool.circuit_breaker.clone(),
         slow_start: pool.slow_start.clone(),
-    };
+    });
+    let pool_name: Arc<str> = pool.name.as_str().into();
     let part = parts.entry(pool.name.clone()).or_insert_with(|| PoolParts {
         stats: Arc::default(),
         targets: HashMap::new(),
@@ -399,52 +401,55 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         .as_ref()
         .filter(|a| a.kind == AffinityKind::Cookie);
     let shared = part.stats.connections.clone();
-    let targets: Vec<TargetState> = pool
-        .targets
-        .iter()
-        .map(|t| {
-            let new_pool = |stats: &TargetStats| {
-                Arc::new(TargetPool::new(
-                    t.address,
-                    settings.clone(),
-                    stats.active_connections.clone(),
-                    shared.clone(),
-                ))
-            };
-            let parts = part.targets.entry(t.address).or_insert_with(|| {
-                let stats = Arc::new(TargetStats::new(t.address));
-                TargetParts {
-                    pool: new_pool(&stats),
-                    stats,
-                    health: Arc::new(TargetHealth::new(&pool.name, t.address, policy.clone())),
-                    checker: None,
+    let targets: Vec<TargetState> =
+        pool.targets
+            .iter()
+            .map(|t| {
+                let new_pool = |stats: &TargetStats| {
+                    Arc::new(TargetPool::new(
+                        t.address,
+                        settings.clone(),
+                        stats.active_connections.clone(),
+                        shared.clone(),
+                    ))
+                };
+                let parts = part.targets.entry(t.address).or_insert_with(|| {
+                    let stats = Arc::new(TargetStats::new(t.address));
+                    TargetParts {
+                        pool: new_pool(&stats),
+                        stats,
+                        health: Arc::new(TargetHealth::new(
+                            pool_name.clone(),
+                            t.address,
+                            policy.clone(),
+                        )),
+                        checker: None,
+                    }
+                });
+                if *parts.pool.settings() != settings {
+                    // New connection settings take a new pool; the old one's connections close
+                    // as their in-flight requests finish.
+                    parts.pool = new_pool(&parts.stats);
                 }
-            });
-            if *parts.pool.settings() != settings {
-                // New connection settings take a new pool; the old one's connections close
-                // as their in-flight requests finish.
-                parts.pool = new_pool(&parts.stats);
-            }
-            parts.health.configure(&policy);
-            if parts.checker.as_ref().map(|c| &c.config) != policy.check.as_ref() {
-                // Dropping the old checker stops it.
-                parts.checker = policy
-                    .check
-                    .clone()
-                    .map(|check| Checker::spawn(t.address, check, parts.health.clone()));
-            }
-            TargetState {
-                weight: t.weight,
-                authority: Authority::try_from(t.address.to_string())
-                    .expect("a socket address is an authority"),
-                set_cookie: cookie
-                    .map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
-                stats: parts.stats.clone(),
-                pool: parts.pool.clone(),
-                health: parts.health.clone(),
-            }
-        })
-        .collect();
+                parts.health.configure(&policy);
+                if parts.checker.as_ref().map(|c| &c.config) != policy.check.as_ref() {
+                    // Dropping the old checker stops it.
+                    parts.checker = policy.check.clone().map(|check| {
+                        Box::new(Checker::spawn(t.address, check, parts.health.clone()))
+                    });
+                }
+                TargetState {
+                    weight: t.weight,
+                    authority: Authority::try_from(t.address.to_string())
+                        .expect("a socket address is an authority"),
+                    set_cookie: cookie
+                        .map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
+                    stats: parts.stats.clone(),
+                    pool: parts.pool.clone(),
+                    health: parts.health.clone(),
+                }
+            })
+            .collect();
     let ids: Vec<String> = pool.targets.iter().map(|t| t.address.to_string()).collect();
     let weighted: Vec<Weighted<'_>> = ids
         .iter()
