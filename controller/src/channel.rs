@@ -205,14 +205,16 @@ impl Stream {
                     changed = self.revisions.changed() => changed.ok()?,
                     () = tokio::time::sleep(self.channel.heartbeat) => {
                         let revision = self.sent.unwrap_or_else(|| hub.revision());
-                        return Some(lines(&[Update::Heartbeat { revision }]));
+                        return Some(heartbeat(revision));
                     }
                 }
             }
-            let updates = hub.updates(self.sent, &self.selector);
-            if let Some(last) = updates.last() {
+            let lines = hub.updates(self.sent, &self.selector);
+            if let Some(last) = lines.last() {
                 self.sent = Some(last.revision());
-                return Some(lines(&updates));
+                let mut out = Vec::with_capacity(lines.len() * 256);
+                lines.iter().for_each(|line| line.write_to(&mut out));
+                return Some(Bytes::from(out));
             }
         }
     }
@@ -289,13 +291,11 @@ where
         .expect("a valid response")
 }
 
-/// Newline-delimited JSON.
-fn lines(updates: &[Update]) -> Bytes {
-    let mut out = Vec::with_capacity(256 * updates.len());
-    for update in updates {
-        serde_json::to_writer(&mut out, update).expect("an update serializes");
-        out.push(b'\n');
-    }
+/// A heartbeat line.
+fn heartbeat(revision: u64) -> Bytes {
+    let mut out =
+        serde_json::to_vec(&Update::Heartbeat { revision }).expect("an update serializes");
+    out.push(b'\n');
     Bytes::from(out)
 }
 

@@ -7,6 +7,10 @@
 //! burst of EndpointSlice updates becomes one revision per pool and one push per stream.
 //! Staging a pool exactly as it is changes nothing and bumps no revision.
 //!
+//! Each pool is serialized once, when it is committed ([`Committed`]); every stream writes the
+//! same bytes ([`Line::write_to`]), so a change costs one serialization however many data
+//! planes follow.
+//!
 //! Revisions start at a random base ([`Hub::random_base`]: random high bits, a counter in the
 //! low 39): a data plane that followed another controller process (a previous run, another
 //! replica) names a `since` this hub never issued, and gets the full state instead of a
@@ -17,6 +21,7 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use weir_api::channel::{ChannelPool, Update};
@@ -49,10 +54,88 @@ pub struct Hub {
     revision_tx: watch::Sender<u64>,
 }
 
+/// A committed pool and its JSON (a [`ChannelPool`]), made once for every stream.
+#[derive(Debug)]
+struct Committed {
+    entry: Arc<Entry>,
+    json: Bytes,
+}
+
+/// One line of a stream, holding the pools' JSON as committed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Line {
+    /// [`Update::Snapshot`]: every pool the stream's selector selects.
+    Snapshot {
+        /// Revision this state is at.
+        revision: u64,
+        /// Each pool's JSON.
+        pools: Vec<Bytes>,
+    },
+    /// [`Update::Pool`]: a pool added or changed.
+    Pool {
+        /// Revision after this change.
+        revision: u64,
+        /// The pool's JSON.
+        pool: Bytes,
+    },
+    /// [`Update::Removed`]: a pool removed or not selected.
+    Removed {
+        /// Revision after this change.
+        revision: u64,
+        /// The pool's name.
+        name: String,
+    },
+}
+
+impl Line {
+    /// The revision the line brings its stream to.
+    pub fn revision(&self) -> u64 {
+        match self {
+            Self::Snapshot { revision, .. }
+            | Self::Pool { revision, .. }
+            | Self::Removed { revision, .. } => *revision,
+        }
+    }
+
+    /// Appends the line, newline included, exactly as serde writes the [`Update`] it stands
+    /// for (a test holds the two together).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Snapshot { revision, pools } => {
+                out.extend_from_slice(
+                    format!(r#"{{"type":"snapshot","revision":{revision},"pools":["#).as_bytes(),
+                );
+                for (i, pool) in pools.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(pool);
+                }
+                out.extend_from_slice(b"]}");
+            }
+            Self::Pool { revision, pool } => {
+                out.extend_from_slice(
+                    format!(r#"{{"type":"pool","revision":{revision},"pool":"#).as_bytes(),
+                );
+                out.extend_from_slice(pool);
+                out.push(b'}');
+            }
+            Self::Removed { revision, name } => {
+                let removed = Update::Removed {
+                    revision: *revision,
+                    name: name.clone(),
+                };
+                serde_json::to_writer(&mut *out, &removed).expect("an update serializes");
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     revision: u64,
-    pools: BTreeMap<String, Arc<Entry>>,
+    pools: BTreeMap<String, Committed>,
     /// `(revision, pool name)`, oldest first, contiguous revisions.
     log: VecDeque<(u64, String)>,
     capacity: usize,
@@ -100,7 +183,7 @@ impl Hub {
     /// is already in force is a no-op.
     pub fn stage(&self, name: &str, entry: Option<Entry>) {
         let mut inner = self.lock();
-        let current = inner.pools.get(name).map(|e| &**e);
+        let current = inner.pools.get(name).map(|c| &*c.entry);
         if current == entry.as_ref() && !inner.staged.contains_key(name) {
             return;
         }
@@ -127,7 +210,7 @@ impl Hub {
         let first = inner.revision + 1;
         for (name, entry) in staged {
             let unchanged = match (&entry, inner.pools.get(&name)) {
-                (Some(new), Some(old)) => new == old,
+                (Some(new), Some(old)) => *new == old.entry,
                 (None, None) => true,
                 _ => false,
             };
@@ -137,9 +220,15 @@ impl Hub {
             inner.revision += 1;
             let revision = inner.revision;
             match entry {
-                Some(entry) => inner.pools.insert(name.clone(), entry),
-                None => inner.pools.remove(&name),
-            };
+                Some(entry) => {
+                    let json = serde_json::to_vec(&entry.pool).expect("a pool serializes");
+                    let json = Bytes::from(json);
+                    inner.pools.insert(name.clone(), Committed { entry, json });
+                }
+                None => {
+                    inner.pools.remove(&name);
+                }
+            }
             inner.log.push_back((revision, name));
             if inner.log.len() > inner.capacity {
                 inner.log.pop_front();
@@ -195,7 +284,7 @@ impl Hub {
 
     /// The pool `name`, as committed.
     pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
-        self.lock().pools.get(name).cloned()
+        self.lock().pools.get(name).map(|c| c.entry.clone())
     }
 
     /// Names of the committed pools.
@@ -209,7 +298,7 @@ impl Hub {
         inner
             .pools
             .iter()
-            .filter(|(_, e)| selector.matches(&e.labels))
+            .filter(|(_, c)| selector.matches(&c.entry.labels))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -221,7 +310,7 @@ impl Hub {
     /// Every revision gets a message, so the data plane sees no gap: a change to a pool the
     /// selector does not select is sent as its removal (it is not this data plane's). A pool
     /// changed twice since `since` is sent as it now is, twice: the last message wins.
-    pub fn updates(&self, since: Option<u64>, selector: &Selector) -> Vec<Update> {
+    pub fn updates(&self, since: Option<u64>, selector: &Selector) -> Vec<Line> {
         let inner = self.lock();
         let oldest = inner.log.front().map_or(inner.revision, |(r, _)| r - 1);
         match since {
@@ -231,23 +320,23 @@ impl Hub {
                 .iter()
                 .filter(|(revision, _)| *revision > since)
                 .map(|(revision, name)| match inner.pools.get(name) {
-                    Some(e) if selector.matches(&e.labels) => Update::Pool {
+                    Some(c) if selector.matches(&c.entry.labels) => Line::Pool {
                         revision: *revision,
-                        pool: Box::new(e.pool.clone()),
+                        pool: c.json.clone(),
                     },
-                    _ => Update::Removed {
+                    _ => Line::Removed {
                         revision: *revision,
                         name: name.clone(),
                     },
                 })
                 .collect(),
-            _ => vec![Update::Snapshot {
+            _ => vec![Line::Snapshot {
                 revision: inner.revision,
                 pools: inner
                     .pools
                     .values()
-                    .filter(|e| selector.matches(&e.labels))
-                    .map(|e| e.pool.clone())
+                    .filter(|c| selector.matches(&c.entry.labels))
+                    .map(|c| c.json.clone())
                     .collect(),
             }],
         }
@@ -278,8 +367,21 @@ mod tests {
         }
     }
 
-    fn describe(updates: &[Update]) -> Vec<String> {
-        updates
+    /// Each line as the data plane reads it.
+    fn parsed(lines: &[Line]) -> Vec<Update> {
+        lines
+            .iter()
+            .map(|line| {
+                let mut out = Vec::new();
+                line.write_to(&mut out);
+                assert_eq!(out.pop(), Some(b'\n'));
+                serde_json::from_slice(&out).expect("a line is an Update")
+            })
+            .collect()
+    }
+
+    fn describe(lines: &[Line]) -> Vec<String> {
+        parsed(lines)
             .iter()
             .map(|u| match u {
                 Update::Snapshot { revision, pools } => format!(
@@ -298,6 +400,57 @@ mod tests {
                 Update::Heartbeat { revision } => format!("heartbeat@{}", revision - BASE),
             })
             .collect()
+    }
+
+    #[test]
+    fn lines_from_committed_json_are_what_serde_writes_for_the_update() {
+        let hub = Hub::new(BASE);
+        hub.stage("shop/a", Some(entry("shop/a", 3, 2, "x")));
+        hub.stage("shop/b", Some(entry("shop/b", 1, 1, "x")));
+        hub.commit();
+        hub.stage("shop/b", None);
+        hub.commit();
+        let all = Selector::default();
+        let a = entry("shop/a", 3, 2, "x").pool;
+        let expected = [
+            (
+                hub.updates(None, &all),
+                vec![Update::Snapshot {
+                    revision: BASE + 3,
+                    pools: vec![a.clone()],
+                }],
+            ),
+            (
+                hub.updates(Some(BASE), &all),
+                vec![
+                    Update::Pool {
+                        revision: BASE + 1,
+                        pool: Box::new(a),
+                    },
+                    Update::Removed {
+                        revision: BASE + 2,
+                        name: "shop/b".into(),
+                    },
+                    Update::Removed {
+                        revision: BASE + 3,
+                        name: "shop/b".into(),
+                    },
+                ],
+            ),
+        ];
+        for (lines, updates) in expected {
+            let mut written = Vec::new();
+            lines.iter().for_each(|l| l.write_to(&mut written));
+            let mut serde = Vec::new();
+            for u in &updates {
+                serde_json::to_writer(&mut serde, u).unwrap();
+                serde.push(b'\n');
+            }
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+        }
     }
 
     #[test]
@@ -399,7 +552,7 @@ mod tests {
         hub.commit();
         let updates = hub.updates(Some(BASE), &all);
         assert_eq!(describe(&updates), ["pool@1 ns/a", "pool@2 ns/a"]);
-        for u in &updates {
+        for u in &parsed(&updates) {
             let Update::Pool { pool, .. } = u else {
                 unreachable!()
             };
