@@ -24,4 +24,4 @@ pub use pool::{
 pub use resilience::{
     CircuitBreaker, HealthCheck, OutlierDetection, Retries, RetryOn, SlowStart, StatusRange,
 };
-pub use validate::{FieldError, MAX_WEIGHT};
+pub use validate::{FieldError, MAX_WEIGHT, is_dns_label};

@@ -268,18 +268,19 @@ impl Pool {
 /// (a namespace is a DNS label, an object name a DNS subdomain).
 fn is_pool_name(s: &str) -> bool {
     match s.split_once('/') {
-        None => is_name(s),
+        None => is_dns_label(s),
         Some((namespace, name)) => {
-            is_name(namespace)
+            is_dns_label(namespace)
                 && !name.is_empty()
                 && name.len() <= 253
-                && name.split('.').all(is_name)
+                && name.split('.').all(is_dns_label)
         }
     }
 }
 
-/// A DNS label (RFC 1123), as Kubernetes names are.
-fn is_name(s: &str) -> bool {
+/// A DNS label (RFC 1123): what Kubernetes namespaces and most names are, and each part of a
+/// host name.
+pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -301,15 +302,7 @@ fn validate_host(host: &str) -> Result<(), String> {
         return Ok(());
     }
     let name = host.strip_prefix("*.").unwrap_or(host);
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.len() > 253 || !name.split('.').all(valid_label) {
+    if name.len() > 253 || !name.split('.').all(is_dns_label) {
         return Err(format!(
             "{host:?} is not a host: use a lowercase DNS name (api.example.com), a wildcard \
              (*.example.com) or *"

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use clap::Parser;
-use weir_api::Duration;
+use weir_api::{Duration, is_dns_label};
 
 use crate::leader::LeaseConfig;
 
@@ -143,12 +143,12 @@ impl Config {
             _ => {}
         }
         if let Some(ns) = &self.namespace
-            && !dns_label(ns)
+            && !is_dns_label(ns)
         {
             return Err(ConfigError::Namespace(ns.clone()));
         }
         if let Some(ns) = &self.lease_namespace {
-            if !dns_label(ns) {
+            if !is_dns_label(ns) {
                 return Err(ConfigError::LeaseNamespace(ns.clone()));
             }
             if self.advertise_url.is_none() {
@@ -209,7 +209,7 @@ impl FromStr for ServiceAccountName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
-            Some((namespace, name)) if dns_label(namespace) && !name.is_empty() => Ok(Self {
+            Some((namespace, name)) if is_dns_label(namespace) && !name.is_empty() => Ok(Self {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
             }),
@@ -224,15 +224,6 @@ impl fmt::Display for ServiceAccountName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.namespace, self.name)
     }
-}
-
-fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]
