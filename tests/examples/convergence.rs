@@ -25,6 +25,7 @@
 //! Flags: `--pools N,N,..` (default 1,100,1000), `--changes C` (50), `--memory-pools M`
 //! (1000; 0 skips the memory run), `--memory-endpoints E` (100), `--memory-changes C` (10).
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use weir_crds::LoadBalancerPool;
-use weir_e2e::ControlPlane;
 use weir_e2e::weir::{Controller, DataPlane, Http};
+use weir_e2e::{ControlPlane, objects};
 
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
@@ -282,26 +283,11 @@ impl Run {
     /// Service `p<i>`, its EndpointSlice and pool `p<i>` routed from host `p<i>.bench.test`.
     async fn create_pool(&self, i: usize) -> Result<()> {
         let name = format!("p{i}");
-        let service: Service = serde_json::from_value(json!({
-            "metadata": { "name": name },
-            "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
-        }))?;
         Api::<Service>::namespaced(self.client.clone(), &self.ns)
-            .create(&PostParams::default(), &service)
+            .create(&PostParams::default(), &objects::service(&name, 80))
             .await?;
-        let addresses: Vec<String> = (0..self.endpoints).map(initial_address).collect();
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "kubernetes.io/service-name": name,
-                    "endpointslice.kubernetes.io/managed-by": "weir-bench",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": endpoints_json(&addresses),
-            "ports": [{ "name": "http", "port": PORT, "protocol": "TCP" }],
-        }))?;
+        let addresses: Vec<IpAddr> = (0..self.endpoints).map(initial_address).collect();
+        let slice = objects::endpoint_slice(&name, &name, &addresses, PORT, true);
         Api::<EndpointSlice>::namespaced(self.client.clone(), &self.ns)
             .create(&PostParams::default(), &slice)
             .await?;
@@ -361,9 +347,9 @@ impl Run {
             // Spread the changes over the pools.
             let pool = (k * 7919) % self.pools;
             let new = change_address(k);
-            let mut addresses: Vec<String> = (0..self.endpoints).map(initial_address).collect();
-            addresses[0] = new.clone();
-            let patch = json!({ "endpoints": endpoints_json(&addresses) });
+            let mut addresses: Vec<IpAddr> = (0..self.endpoints).map(initial_address).collect();
+            addresses[0] = new;
+            let patch = json!({ "endpoints": objects::endpoints(&addresses, true) });
             let needle = format!("\"{new}:{PORT}\"");
             let pool_name = format!("{}/p{pool}", self.ns);
 
@@ -455,25 +441,13 @@ fn count(body: &str, ns: &str) -> (usize, usize) {
 }
 
 /// The `j`th endpoint's address in every slice: 198.18.1.1, 198.18.1.2, ...
-fn initial_address(j: usize) -> String {
-    format!("198.18.{}.{}", 1 + j / 250, 1 + j % 250)
+fn initial_address(j: usize) -> IpAddr {
+    IpAddr::from([198, 18, 1 + (j / 250) as u8, 1 + (j % 250) as u8])
 }
 
 /// The address change `k` moves an endpoint to, used by no other endpoint: 198.18.100.1, ...
-fn change_address(k: usize) -> String {
-    format!("198.18.{}.{}", 100 + k / 250, 1 + k % 250)
-}
-
-fn endpoints_json(addresses: &[String]) -> Value {
-    addresses
-        .iter()
-        .map(|a| {
-            json!({
-                "addresses": [a],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-            })
-        })
-        .collect()
+fn change_address(k: usize) -> IpAddr {
+    IpAddr::from([198, 18, 100 + (k / 250) as u8, 1 + (k % 250) as u8])
 }
 
 /// VmRSS and VmHWM of process `pid`.

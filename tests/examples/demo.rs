@@ -29,7 +29,6 @@
 //! Flags: `--keep`, `--requests N` (per data plane, default 1000).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
 use weir_e2e::weir::{Controller, DataPlane, Echo, Tally, host_address};
-use weir_e2e::{ControlPlane, binaries};
+use weir_e2e::{ControlPlane, binaries, objects};
 
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
@@ -337,43 +336,23 @@ Done in {secs:.1} s. Everything keeps running until Ctrl-C. From another termina
 /// Service `name` with port 80 named `http`, and an EndpointSlice `<backend>` for each backend,
 /// its endpoint ready.
 async fn create_service(client: &Client, name: &str, backends: &[&Echo]) -> Result<()> {
-    let service: Service = serde_json::from_value(json!({
-        "metadata": { "name": name },
-        "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
-    }))?;
     Api::<Service>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &service)
+        .create(&PostParams::default(), &objects::service(name, 80))
         .await?;
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), NS);
     for backend in backends {
-        slices
-            .create(
-                &PostParams::default(),
-                &slice(name, &backend.name, backend.addr)?,
-            )
-            .await?;
+        // One slice per backend: backends listen on ports of their own, and a slice has one
+        // port list for all its endpoints.
+        let slice = objects::endpoint_slice(
+            name,
+            &backend.name,
+            &[backend.addr.ip()],
+            backend.addr.port(),
+            true,
+        );
+        slices.create(&PostParams::default(), &slice).await?;
     }
     Ok(())
-}
-
-/// An EndpointSlice of Service `service` with one ready endpoint at `addr`: backends listen
-/// on ports of their own, and a slice has one port list for all its endpoints.
-fn slice(service: &str, name: &str, addr: SocketAddr) -> serde_json::Result<EndpointSlice> {
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "weir-demo",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": [{
-            "addresses": [addr.ip().to_string()],
-            "conditions": { "ready": true, "serving": true, "terminating": false },
-        }],
-        "ports": [{ "name": "http", "port": addr.port(), "protocol": "TCP" }],
-    }))
 }
 
 /// Waits until the pool's status says `Programmed=True` for its current generation, on

@@ -11,12 +11,14 @@
 //! first) into `~/.cache/weir/k8s`; [`binaries`] says where they are looked for, envtest's
 //! `KUBEBUILDER_ASSETS` included. Tests fail, never skip, when they are missing.
 //!
+//! [`objects`] builds the Services and EndpointSlices a cluster's own controllers would make.
 //! [`weir`] runs Weir's own programs as processes (the controller, data planes and `weir-echo`
 //! backends) for the tests that drive the whole loop.
 
 pub mod binaries;
 pub mod control_plane;
 pub mod error;
+pub mod objects;
 pub mod weir;
 
 pub use binaries::Binaries;

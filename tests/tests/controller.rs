@@ -26,8 +26,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
-use weir_e2e::ControlPlane;
 use weir_e2e::weir::{Controller, DataPlane, Echo, Http, Tally, eventually, host_address};
+use weir_e2e::{ControlPlane, objects};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -74,23 +74,14 @@ impl Scene {
     /// Service `name` (port 80 named `http`) and one EndpointSlice per backend,
     /// `<name>-<backend>`, each endpoint ready.
     async fn service(&self, name: &str, backends: &[&Echo]) -> TestResult {
-        let service: Service = serde_json::from_value(json!({
-            "metadata": { "name": name },
-            "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
-        }))?;
         Api::<Service>::namespaced(self.client.clone(), &self.ns)
-            .create(&PostParams::default(), &service)
+            .create(&PostParams::default(), &objects::service(name, 80))
             .await?;
         for backend in backends {
             self.slices()
                 .create(
                     &PostParams::default(),
-                    &slice(
-                        name,
-                        &format!("{name}-{}", backend.name),
-                        backend.addr,
-                        true,
-                    )?,
+                    &slice(name, &format!("{name}-{}", backend.name), backend.addr),
                 )
                 .await?;
         }
@@ -135,28 +126,9 @@ impl Scene {
     }
 }
 
-/// An EndpointSlice of Service `service` with one endpoint at `addr`.
-fn slice(
-    service: &str,
-    name: &str,
-    addr: SocketAddr,
-    ready: bool,
-) -> serde_json::Result<EndpointSlice> {
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "weir-e2e",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": [{
-            "addresses": [addr.ip().to_string()],
-            "conditions": { "ready": ready, "serving": ready, "terminating": false },
-        }],
-        "ports": [{ "name": "http", "port": addr.port(), "protocol": "TCP" }],
-    }))
+/// Slice `name` of Service `service` with one ready endpoint, the backend at `addr`.
+fn slice(service: &str, name: &str, addr: SocketAddr) -> EndpointSlice {
+    objects::endpoint_slice(service, name, &[addr.ip()], addr.port(), true)
 }
 
 fn condition<'s>(status: &'s LoadBalancerPoolStatus, type_: &str) -> Option<&'s Condition> {
@@ -518,18 +490,14 @@ async fn a_pool_naming_a_missing_service_reports_resolved_refs_false() -> TestRe
 
     let backend = Echo::start("orders-v2", host_address());
     let created = Instant::now();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": { "name": "orders-v2" },
-        "spec": { "ports": [{ "name": "http", "port": 8080, "targetPort": "http" }] },
-    }))?;
     Api::<Service>::namespaced(scene.client.clone(), &scene.ns)
-        .create(&PostParams::default(), &service)
+        .create(&PostParams::default(), &objects::service("orders-v2", 8080))
         .await?;
     scene
         .slices()
         .create(
             &PostParams::default(),
-            &slice("orders-v2", "orders-v2-a", backend.addr, true)?,
+            &slice("orders-v2", "orders-v2-a", backend.addr),
         )
         .await?;
     let (status, _) = scene
