@@ -661,6 +661,18 @@ fn every_value_in_the_schema_has_a_description() -> TestResult {
     Ok(())
 }
 
+/// A values file of [`EVERYTHING_ON`] without the ServiceMonitor, whose CRD this control plane
+/// does not have; it lives as long as the returned folder.
+fn everything_on_but_service_monitor() -> Result<(tempfile::TempDir, PathBuf), Error> {
+    let dir = tempfile::tempdir()?;
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        format!("{EVERYTHING_ON}\nserviceMonitor: {{ enabled: false }}\n"),
+    )?;
+    Ok((dir, values))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helm's own checks
 // ---------------------------------------------------------------------------------------------
@@ -668,13 +680,8 @@ fn every_value_in_the_schema_has_a_description() -> TestResult {
 /// `helm lint --strict` passes, with the default values and with every option on.
 #[test]
 fn helm_lint_passes() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let values = dir.path().join("values.yaml");
     // ServiceMonitor needs the Prometheus Operator's CRD, which `helm lint` cannot be told of.
-    std::fs::write(
-        &values,
-        format!("{EVERYTHING_ON}\nserviceMonitor: {{ enabled: false }}\n"),
-    )?;
+    let (_dir, values) = everything_on_but_service_monitor()?;
     helm(["lint", "--strict", &chart()])?;
     helm(["lint", "--strict", &chart(), "-f", &path_str(&values)])?;
     Ok(())
@@ -717,12 +724,7 @@ fn helm_lint_names_the_field_a_values_override_gets_wrong() -> TestResult {
 async fn the_rendered_chart_applies_with_a_server_side_dry_run() -> TestResult {
     let plane = ControlPlane::shared_with_crds().await?;
     let ns = restricted_namespace(plane, "chart-dry").await?;
-    let dir = tempfile::tempdir()?;
-    let values = dir.path().join("values.yaml");
-    std::fs::write(
-        &values,
-        format!("{EVERYTHING_ON}\nserviceMonitor: {{ enabled: false }}\n"),
-    )?;
+    let (_dir, values) = everything_on_but_service_monitor()?;
     for extra in [vec![], vec!["-f".to_owned(), path_str(&values)]] {
         let mut args = vec!["template", "weir", &chart(), "--namespace", &ns]
             .into_iter()
