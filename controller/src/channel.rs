@@ -21,9 +21,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Body as HttpBody, Frame};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -75,28 +72,7 @@ struct OpenStream {
 
 /// Serves the channel on `listener` for as long as the task runs.
 pub async fn serve(listener: TcpListener, channel: Arc<Channel>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot accept a channel connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (channel, builder) = (channel.clone(), builder.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let channel = channel.clone();
-                async move { Ok::<_, Infallible>(handle(channel, req).await) }
-            });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    crate::serve::serve(listener, "channel", move |req| handle(channel.clone(), req)).await;
 }
 
 /// Answers one request; generic over the request body so tests call it without a socket.

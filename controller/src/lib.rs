@@ -20,7 +20,8 @@
 //!   which sends reports that reach the other replicas on to it.
 //! - [`trim`]: what the caches keep of each watched object; [`endpoints`]: EndpointSlices,
 //!   compact and indexed by Service.
-//! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener.
+//! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener; [`serve`]:
+//!   the accept loop of both listeners.
 
 pub mod auth;
 pub mod channel;
@@ -32,6 +33,7 @@ pub mod hub;
 pub mod leader;
 pub mod metrics;
 pub mod relay;
+pub mod serve;
 /// Label selectors, shared with the data plane, which checks its own at startup.
 pub use weir_api::selector;
 pub mod status;

@@ -1,7 +1,6 @@
 //! The controller's Prometheus metrics and its small HTTP listener: `/metrics`, `/ready` (200
 //! once the caches are synced and every pool compiled, 503 before) and `/live`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -9,9 +8,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -132,23 +128,11 @@ impl Default for Metrics {
 
 /// Serves `/metrics`, `/ready` and `/live` on `listener` for as long as the task runs.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: watch::Receiver<bool>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let (metrics, ready, builder) = (metrics.clone(), ready.clone(), builder.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let answer = answer(&req, &metrics, *ready.borrow());
-                async move { Ok::<_, Infallible>(answer) }
-            });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    crate::serve::serve(listener, "metrics", move |req: Request<Incoming>| {
+        let response = answer(&req, &metrics, *ready.borrow());
+        std::future::ready(response)
+    })
+    .await;
 }
 
 fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {
