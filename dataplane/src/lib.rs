@@ -10,6 +10,7 @@
 //! [`metrics`].
 
 pub mod admin;
+pub mod affinity;
 pub mod balance;
 pub mod body;
 pub mod channel;
@@ -29,3 +30,4 @@ pub mod settings;
 pub mod state;
 pub mod stats;
 pub mod upstream;
+pub mod validate;

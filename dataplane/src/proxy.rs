@@ -7,12 +7,13 @@ use tokio::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use weir_api::{RetryOn, UpstreamProtocol};
 
+use crate::affinity;
 use crate::balance::{Load, Pick};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
@@ -24,6 +25,7 @@ use crate::settings::ProxySettings;
 use crate::state::{Affinity, Candidates, PoolState, State};
 use crate::stats::InFlight;
 use crate::upstream::{Checkout, ConnectionLimits, Limit, SendError, UpstreamError};
+use crate::validate;
 
 /// The downstream connection a request arrived on.
 #[derive(Clone, Debug)]
@@ -52,7 +54,7 @@ pub async fn serve(
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();
     let request_id = headers::ensure_request_id(req.headers_mut());
-    if let Err(e) = check(&state.settings, &req) {
+    if let Err(e) = validate::check(&state.settings, &req) {
         state.listener.rejected.fetch_add(1, Ordering::Relaxed);
         return e.into_response(Some(&request_id));
     }
@@ -88,42 +90,6 @@ pub async fn serve(
             e.into_response(Some(&request_id))
         }
     }
-}
-
-/// Refuses what must not reach a target. hyper has already answered what it cannot parse
-/// (400), header blocks over the limit (431) and conflicting lengths; this covers the limits
-/// and rules that are ours.
-fn check(settings: &ProxySettings, req: &Request<Incoming>) -> Result<(), ProxyError> {
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
-    }
-    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if target_len > settings.max_uri_bytes {
-        return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
-    }
-    let headers = req.headers();
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
-        if len > settings.max_body_bytes {
-            return Err(ProxyError::PayloadTooLarge(settings.max_body_bytes));
-        }
-    }
-    let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
-        (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
-            return Err(ProxyError::BadRequest("missing Host header"));
-        }
-        (Some(h), None) if h.to_str().is_err() || h.is_empty() => {
-            return Err(ProxyError::BadRequest("invalid Host header"));
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// The host a request is for: the URI's authority (HTTP/2, absolute-form) or `Host`.
@@ -508,8 +474,7 @@ fn pick<'p>(
     match &pool.affinity {
         Affinity::None => balancer.pick(candidates, client_key).map(|i| (i, None)),
         Affinity::Cookie { name, by_id } => {
-            let pinned = cookie(headers, name)
-                .and_then(|v| u64::from_str_radix(v, 16).ok())
+            let pinned = affinity::pinned_id(headers, name)
                 .and_then(|id| by_id.get(&id).copied())
                 .filter(|i| candidates.usable(*i));
             if let Some(i) = pinned {
@@ -525,18 +490,6 @@ fn pick<'p>(
         .map(|i| (i, None)),
         Affinity::ClientIp { table } => table.pick(candidates, client_key).map(|i| (i, None)),
     }
-}
-
-/// The value of cookie `name` among the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// An HTTP/1.1 protocol upgrade (WebSocket): `Connection: upgrade` with an `Upgrade` field.
@@ -571,19 +524,6 @@ fn upstream_uri(authority: Option<Authority>, original: &Uri) -> Uri {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_named_cookie_is_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; weir-session=00ff"),
-        );
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(cookie(&h, "weir-session"), Some("00ff"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "weir"), None);
-    }
 
     #[test]
     fn upgrades_need_both_connection_and_upgrade() {

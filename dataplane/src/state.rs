@@ -19,17 +19,14 @@ use http::header::HeaderName;
 use http::uri::Authority;
 use weir_api::{AffinityKind, Algorithm, Pool, PoolsFile, Target};
 
+use crate::affinity::{cookie_id, set_cookie};
 use crate::balance::{Balancer, Load, Maglev, Weighted};
 use crate::checker::Checker;
-use crate::hash::stable_hash;
 use crate::health::{self, Condition, Policy, TargetHealth};
 use crate::router::Router;
 use crate::settings::ProxySettings;
 use crate::stats::{ListenerStats, PoolStats, TargetStats};
 use crate::upstream::{ClientSettings, TargetPool};
-
-/// Seed of the cookie-id hash; part of the cookie format, never to change.
-const COOKIE_SEED: u64 = 0x7765_6972;
 
 /// Everything the proxy and admin listeners share.
 #[derive(Debug)]
@@ -495,20 +492,6 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         targets,
         stats: part.stats.clone(),
     }
-}
-
-/// The cookie value naming a target: a stable hash of its address, so that every data-plane
-/// replica, and every restart, reads a cookie the same way.
-pub fn cookie_id(address: SocketAddr) -> u64 {
-    stable_hash(address.to_string().as_bytes(), COOKIE_SEED)
-}
-
-fn set_cookie(name: &str, id: u64, ttl: Option<weir_api::Duration>) -> HeaderValue {
-    let mut v = format!("{name}={id:016x}; Path=/; HttpOnly; SameSite=Lax");
-    if let Some(ttl) = ttl {
-        v.push_str(&format!("; Max-Age={}", ttl.get().as_secs()));
-    }
-    HeaderValue::try_from(v).expect("validated cookie name and hex value")
 }
 
 /// A pool's targets as one pick sees them: at one instant, without the targets already tried.
