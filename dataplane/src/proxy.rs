@@ -1,6 +1,6 @@
 //! One request through the proxy: check, route, pick, rewrite, forward, answer.
 
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
@@ -15,8 +15,8 @@ use weir_api::{RetryOn, UpstreamProtocol};
 
 use crate::affinity;
 use crate::balance::{Load, Pick};
-use crate::body::{RequestBody, ResponseBody};
-use crate::error::ProxyError;
+use crate::body::{BodyEnded, ClientBody, RequestBody, ResponseBody};
+use crate::error::{Counted, Fault, ProxyError, Retry};
 use crate::hash::stable_hash;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::health::Outcome;
@@ -76,15 +76,17 @@ pub async fn serve(
         }
         Err(e) => {
             let errors = &pool.stats.proxy_errors;
-            let counter = match e.status() {
-                StatusCode::BAD_GATEWAY => &errors.bad_gateway,
-                StatusCode::SERVICE_UNAVAILABLE => &errors.unavailable,
-                StatusCode::GATEWAY_TIMEOUT => &errors.timeout,
-                _ => &errors.client,
+            let counter = match e.counted() {
+                Counted::BadGateway => &errors.bad_gateway,
+                Counted::Unavailable => &errors.unavailable,
+                Counted::Timeout => &errors.timeout,
+                Counted::Client => &errors.client,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            if e.status().is_server_error() {
+            if e.fault() != Fault::Client {
                 pool.stats.failed.fetch_add(1, Ordering::Relaxed);
+            } else if e.status() != crate::error::CLIENT_CLOSED_REQUEST {
+                tracing::debug!(pool = %pool.config.name, error = %e, "refused a client's request");
             }
             pool.stats.latency.observe(arrived.elapsed());
             e.into_response(Some(&request_id))
@@ -170,15 +172,25 @@ async fn forward(
             .iter()
             .any(|on| *on != RetryOn::ConnectFailure)
         && (is_idempotent(&parts.method) || policy.non_idempotent);
-    let mut body = match body.size_hint().upper() {
+    let mut client_body = ClientBody::new(
+        body,
+        settings.max_body_bytes,
+        settings.body_read_timeout.get(),
+    );
+    let mut body_ended = None;
+    let mut body = match client_body.size_hint().upper() {
         Some(len) if replay_after_send && len <= policy.max_buffer_bytes => Pending::Buffered(
-            Limited::new(body, policy.max_buffer_bytes as usize)
+            client_body
                 .collect()
                 .await
-                .map_err(|_| ProxyError::BadRequest("the request body ended early"))?
+                .map_err(|e| ProxyError::from_client_body(&e))?
                 .to_bytes(),
         ),
-        _ => Pending::Stream(body),
+        _ if client_body.is_end_stream() => Pending::Buffered(bytes::Bytes::new()),
+        _ => {
+            body_ended = Some(client_body.watch_end());
+            Pending::Stream(client_body)
+        }
     };
     let started = Instant::now();
     let deadline = started + pool.config.timeouts.request.get();
@@ -205,9 +217,7 @@ async fn forward(
                         body = Pending::Buffered(bytes.clone());
                         RequestBody::buffered(bytes, target.stats.clone())
                     }
-                    Pending::Stream(incoming) => {
-                        RequestBody::stream(incoming, target.stats.clone(), settings.max_body_bytes)
-                    }
+                    Pending::Stream(client) => RequestBody::stream(client, target.stats.clone()),
                     Pending::Sent => unreachable!("a sent streamed body is never retried"),
                 };
                 let mut request = Request::new(body);
@@ -235,7 +245,12 @@ async fn forward(
             .timeouts
             .per_try
             .map_or(per_try, |p| p.get().min(per_try));
-        let sent = tokio::time::timeout(per_try, target.pool.send(request, limits)).await;
+        let sent = within(
+            per_try,
+            body_ended.as_deref(),
+            target.pool.send(request, limits),
+        )
+        .await;
         let done = Instant::now();
         let (failure, error) = match sent {
             Ok(Ok((response, checkout))) => {
@@ -276,7 +291,8 @@ async fn forward(
                     return Err(ProxyError::Overflow(limit));
                 }
                 let error = ProxyError::from_upstream(target.stats.address, &error);
-                if let ProxyError::PayloadTooLarge(_) = error {
+                if error.fault() != Fault::Target {
+                    // The client broke its own request: the target keeps a clean record.
                     return Err(error);
                 }
                 target.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +327,7 @@ async fn forward(
         let resendable = unsent.is_some() || matches!(body, Pending::Buffered(_));
         if last_try
             || !resendable
+            || error.retry() == Retry::Never
             || !retry::retryable(policy, failure, &parts.method)
             || done >= deadline
         {
@@ -337,10 +354,27 @@ async fn forward(
     }
 }
 
+/// Runs `send` for at most `limit`; with a streamed client body, the clock starts when the
+/// client has sent all of it.
+async fn within<F: Future>(
+    limit: std::time::Duration,
+    body_ended: Option<&BodyEnded>,
+    send: F,
+) -> Result<F::Output, ()> {
+    let Some(ended) = body_ended else {
+        return tokio::time::timeout(limit, send).await.map_err(drop);
+    };
+    tokio::pin!(send);
+    tokio::select! {
+        out = &mut send => Ok(out),
+        () = async { ended.wait().await; tokio::time::sleep(limit).await } => Err(()),
+    }
+}
+
 /// What is left of the request body for the next try.
 enum Pending {
     /// Not read yet: goes with the first try.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// Read whole: every try sends it.
     Buffered(bytes::Bytes),
     /// Streamed to a target already.

@@ -80,6 +80,10 @@ pub struct ProxySettings {
     /// Time a client has to send a request's header block; slower clients are disconnected.
     #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: Duration,
+    /// Time a client may pause while sending a request body; a slower client gets 408 and
+    /// its request never counts against the target it was streamed to.
+    #[arg(long, env = "WEIR_BODY_READ_TIMEOUT", default_value = "30s")]
+    pub body_read_timeout: Duration,
     /// Largest request header block, in bytes; larger ones are answered 431.
     #[arg(long, env = "WEIR_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,

@@ -17,6 +17,8 @@ mod admin;
 mod affinity;
 #[path = "proxy/balancing.rs"]
 mod balancing;
+#[path = "proxy/blame.rs"]
+mod blame;
 #[path = "proxy/channel.rs"]
 mod channel;
 #[path = "proxy/failures.rs"]

@@ -166,6 +166,17 @@ async fn handle(
                 .insert(X_BACKEND.clone(), state.name_header.clone());
             resp
         }
+        // Answers only once the whole body is in, as most application servers do, so a
+        // proxy's own answer to a broken body cannot lose a race with the target's.
+        "/collect" => match http_body_util::BodyExt::collect(req.into_body()).await {
+            Ok(body) => {
+                let mut resp = Response::new(EchoBody::Full(Some(body.to_bytes())));
+                resp.headers_mut()
+                    .insert(X_BACKEND.clone(), state.name_header.clone());
+                resp
+            }
+            Err(_) => bad_request(&state, "the request body broke off\n"),
+        },
         "/ws" => websocket(&state, req),
         _ => {
             if let Some(ms) = path.strip_prefix("/delay/") {

@@ -191,6 +191,26 @@ async fn echo_returns_the_request_body() {
 }
 
 #[tokio::test]
+async fn collect_answers_with_the_body_once_all_of_it_is_in() {
+    let echo = start(&["--name", "c"]).await;
+    let payload: Bytes = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let req = request(Version::HTTP_11, echo.addr, "/collect")
+        .method("POST")
+        .body(Full::new(payload.clone()))
+        .unwrap();
+    let resp = send(echo.addr, Version::HTTP_11, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-backend"], "c");
+    assert_eq!(
+        resp.headers()["content-length"],
+        payload.len().to_string().as_str(),
+        "the length is known: the whole body was read first"
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(body == payload, "the body differs");
+}
+
+#[tokio::test]
 async fn status_and_delay_routes() {
     let echo = start(&["--name", "s"]).await;
     let (status, _, body) = get(echo.addr, Version::HTTP_11, "/status/503").await;
