@@ -113,12 +113,15 @@ pub struct Retries {
     /// a target; a connect failure is always safe to retry.
     #[serde(default)]
     pub non_idempotent: bool,
-    /// Retries in flight allowed, as a percentage of requests in flight.
+    /// Retries allowed, as a percentage of the pool's requests over the last 10 seconds: what
+    /// keeps a pool that fails as a whole from getting its load multiplied (a retry storm).
     #[serde(default = "default_budget_percent")]
     pub budget_percent: u32,
-    /// Retries in flight always allowed, however few requests are in flight.
-    #[serde(default = "default_min_retries")]
-    pub min_concurrent: u32,
+    /// Retries per second allowed on top of `budgetPercent`, however few requests there are
+    /// (Linkerd's `minRetriesPerSecond`): a burst of failures, such as the requests in flight
+    /// to a target that dies, is retried whole even when it is more than the percentage.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_retries_per_second: u32,
     /// First backoff step; each retry waits a random time up to base × 2^retry (full jitter).
     #[serde(default = "default_backoff_base")]
     pub backoff_base: Duration,
@@ -312,7 +315,7 @@ impl Default for Retries {
             retry_on: default_retry_on(),
             non_idempotent: false,
             budget_percent: default_budget_percent(),
-            min_concurrent: default_min_retries(),
+            min_retries_per_second: default_min_retries_per_second(),
             backoff_base: default_backoff_base(),
             backoff_max: default_backoff_max(),
             max_buffer_bytes: default_buffer(),
@@ -362,14 +365,17 @@ fn default_half_open() -> u32 {
 fn default_attempts() -> u32 {
     2
 }
+/// A reset is retried by default, as NGINX's `proxy_next_upstream error` does: only for
+/// idempotent requests whose body could be replayed, so nothing is done twice, and it is what
+/// keeps a target dying under load invisible to clients.
 fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::ConnectFailure]
+    vec![RetryOn::ConnectFailure, RetryOn::Reset]
 }
 fn default_budget_percent() -> u32 {
     20
 }
-fn default_min_retries() -> u32 {
-    3
+fn default_min_retries_per_second() -> u32 {
+    10
 }
 fn default_backoff_base() -> Duration {
     Duration::from_millis(25)

@@ -1,6 +1,11 @@
 //! The `failover` scenario: the same load through each proxy while one of three backends is
 //! SIGKILLed at 1/4 of the run and restarted on the same address at 1/2, to compare how many
-//! requests each proxy loses and whether the backend gets traffic again once it is back.
+//! requests each proxy loses and whether the backend gets traffic again once it is back. Every
+//! proxy runs its defaults, Weir too: a pools file with targets and nothing else.
+//!
+//! Then, for Weir alone, the other side of retries: a retry storm. Every backend answers 503
+//! and the pool retries 503 three times; the retry budget must keep the backends' load close
+//! to the clients' (at most its 20% plus its floor), where unbudgeted retries would triple it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -21,11 +26,16 @@ const KILLED: usize = 1;
 /// How long a restart may keep failing (say, the port is briefly taken) before giving up.
 const RESTART_LIMIT: Duration = Duration::from_secs(2);
 /// What the peers' fixed configs do when a backend dies, printed under the table.
-const PEER_NOTE: &str = "note: peers run run-peer's fixed configs unchanged: HAProxy has no \
-     health checks and no redispatch (a request sent to the dead backend is retried on that same \
-     backend, then fails); NGINX has max_fails=0 (never marks it down) but passes a failed \
-     connect to the next backend (default proxy_next_upstream); Weir uses the health checks, \
-     outlier ejection and retries of its pools file.";
+const PEER_NOTE: &str = "note: every proxy runs its defaults. Peers run run-peer's fixed \
+     configs unchanged: HAProxy has no health checks and no redispatch (a request sent to the dead \
+     backend is retried on that same backend, then fails); NGINX has max_fails=0 (never marks it \
+     down) but passes a failed connect or a reset to the next backend (default \
+     proxy_next_upstream error timeout); Weir's pools file names the targets and nothing else: \
+     no health checks, no outlier detection; its default retries (connect-failure and reset, for \
+     idempotent requests, within a budget of 20% of 10 s of requests plus 10 a second) and \
+     per-target breakers (5 consecutive failures, 30 s) do the work.";
+/// How long the retry-storm phase loads Weir.
+const STORM_SECS: u64 = 3;
 
 /// When, from the start of a run of `duration_secs`, the backend is killed and restarted.
 pub fn schedule(duration_secs: u64) -> (Duration, Duration) {
@@ -33,16 +43,21 @@ pub fn schedule(duration_secs: u64) -> (Duration, Duration) {
     (run / 4, run / 2)
 }
 
-/// The pools file `weir-dataplane --pools` reads for this scenario: Weir's resilience
-/// features on.
+/// The pools file `weir-dataplane --pools` reads for this scenario: the targets, and Weir's
+/// defaults for everything else.
 pub fn pools_yaml(targets: &[(SocketAddr, u32)]) -> String {
-    let mut yaml = String::from(
-        "pools:\n  - name: bench\n    routes: [{ host: \"*\", pathPrefix: / }]\n    \
-         healthCheck: { path: /health, interval: 1s, timeout: 500ms, healthyThreshold: 1, \
-         unhealthyThreshold: 2 }\n    \
-         outlierDetection: { consecutiveGatewayFailures: 3, baseEjectionTime: 10s }\n    \
-         retries: { attempts: 3, retryOn: [connect-failure, reset, 502, 503, 504] }\n    \
-         timeouts: { connect: 500ms, perTry: 2s, request: 10s }\n    targets:\n",
+    pool_yaml(targets, "")
+}
+
+/// The storm phase's pool: 503 retried up to three tries, everything else default.
+pub fn storm_yaml(targets: &[(SocketAddr, u32)]) -> String {
+    pool_yaml(targets, "    retries: { attempts: 3, retryOn: [503] }\n")
+}
+
+fn pool_yaml(targets: &[(SocketAddr, u32)], settings: &str) -> String {
+    let mut yaml = format!(
+        "pools:\n  - name: bench\n    routes: [{{ host: \"*\", pathPrefix: / }}]\n{settings}    \
+         targets:\n"
     );
     for (addr, weight) in targets {
         yaml.push_str(&format!(
@@ -86,6 +101,11 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
     );
     print!("{}", report::failover_table(&runs, &names[KILLED]));
     println!("{PEER_NOTE}");
+    if plan.proxies.contains(&Proxy::Weir) {
+        let storm = storm(plan, tools, tmp, &names).await?;
+        println!();
+        println!("{}", storm.line());
+    }
     println!("reproduce: {}", plan.command_line());
     Ok(true)
 }
@@ -165,6 +185,63 @@ async fn once(
     })
 }
 
+/// What the retry budget did in the storm phase.
+struct Storm {
+    clients: u64,
+    backends: u64,
+    unbudgeted: u64,
+}
+
+impl Storm {
+    fn line(&self) -> String {
+        let ratio = self.backends as f64 / self.clients.max(1) as f64;
+        format!(
+            "retry storm (Weir, every backend answers 503, retries: {{ attempts: 3, retryOn: \
+             [503] }}, wrk {STORM_SECS} s): {} client requests became {} backend requests \
+             ({ratio:.3}x; without the budget {}x = {}); the budget allows 1.2x plus 10/s",
+            self.clients, self.backends, 3, self.unbudgeted
+        )
+    }
+}
+
+/// Weir in front of three backends that all answer 503, its pool retrying 503: how many
+/// requests reach the backends for each one a client sends.
+async fn storm(
+    plan: &Plan,
+    tools: &Tools,
+    tmp: &TempDir,
+    names: &[String],
+) -> anyhow::Result<Storm> {
+    let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut backends = Vec::new();
+    for name in names {
+        let log = tmp.0.join(format!("storm-{name}.log"));
+        backends.push(
+            procs::start_echo(&tools.echo, name, any_port, plan.backend_workers, &log).await?,
+        );
+    }
+    let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
+    let pools = tmp.0.join("storm-pools.yaml");
+    std::fs::write(&pools, storm_yaml(&targets))?;
+    let log = tmp.0.join("storm-weir.log");
+    let (mut guard, listen) =
+        crate::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
+    let before = backend_requests(&backends).await?;
+    let wrk = run_wrk(plan, &format!("http://{listen}/status/503"), STORM_SECS).await?;
+    let after = backend_requests(&backends).await?;
+    guard.check_alive()?;
+    crate::stop_proxy(guard).await;
+    for backend in backends {
+        backend.guard.stop(STOP_GRACE).await;
+    }
+    let backends: u64 = report::served(&before, &after, None).iter().sum();
+    Ok(Storm {
+        clients: wrk.requests,
+        backends,
+        unbudgeted: wrk.requests * 3,
+    })
+}
+
 /// Starts `weir-echo` again on the address it had, retrying briefly in case the port is not
 /// free yet.
 async fn restart_echo(
@@ -207,21 +284,21 @@ mod tests {
     }
 
     #[test]
-    fn pools_file_turns_resilience_on() {
-        let yaml = pools_yaml(&[
+    fn weir_runs_its_defaults_and_the_storm_pool_retries_503() {
+        let targets = [
             ("127.0.0.1:19001".parse().unwrap(), 1),
             ("127.0.0.1:19002".parse().unwrap(), 1),
-        ]);
+        ];
         assert_eq!(
-            yaml,
+            pools_yaml(&targets),
             "pools:\n  - name: bench\n    routes: [{ host: \"*\", pathPrefix: / }]\n    \
-             healthCheck: { path: /health, interval: 1s, timeout: 500ms, healthyThreshold: 1, \
-             unhealthyThreshold: 2 }\n    \
-             outlierDetection: { consecutiveGatewayFailures: 3, baseEjectionTime: 10s }\n    \
-             retries: { attempts: 3, retryOn: [connect-failure, reset, 502, 503, 504] }\n    \
-             timeouts: { connect: 500ms, perTry: 2s, request: 10s }\n    targets:\n      \
+             targets:\n      \
              - { address: 127.0.0.1:19001, weight: 1 }\n      \
              - { address: 127.0.0.1:19002, weight: 1 }\n"
+        );
+        assert!(
+            storm_yaml(&targets)
+                .contains("    retries: { attempts: 3, retryOn: [503] }\n    targets:")
         );
     }
 }

@@ -162,6 +162,9 @@ async fn forward(
     };
 
     let policy = &pool.config.retries;
+    if policy.attempts > 1 {
+        pool.stats.retry_budget.deposit(arrived);
+    }
     // A request that never left can always go to another target; one that may have reached
     // its target is replayed only if the policy retries such failures, the method allows it,
     // and its body is buffered.
@@ -196,7 +199,6 @@ async fn forward(
     let deadline = started + pool.config.timeouts.request.get();
     let mut tried = Tried::default();
     let mut unsent: Option<Request<RequestBody>> = None;
-    let mut _retry = None;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -337,16 +339,15 @@ async fn forward(
                 error
             });
         }
-        let in_flight_now = pool.stats.in_flight.load(Ordering::Relaxed);
-        let Some(guard) = pool.stats.retry_budget.try_acquire(
-            in_flight_now,
+        let granted = pool.stats.retry_budget.try_withdraw(
+            done,
             policy.budget_percent,
-            policy.min_concurrent,
-        ) else {
+            policy.min_retries_per_second,
+        );
+        if !granted {
             pool.stats.retries_refused.fetch_add(1, Ordering::Relaxed);
             return Err(error);
-        };
-        _retry = Some(guard);
+        }
         pool.stats.retries.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pool = %pool.config.name, target = %target.stats.address, ?failure, attempt, "retrying on another target");
         let wait = retry::backoff(attempt, policy.backoff_base.get(), policy.backoff_max.get());
