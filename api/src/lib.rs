@@ -18,8 +18,8 @@ mod validate;
 
 pub use duration::{Duration, ParseDurationError};
 pub use pool::{
-    AffinityKind, Algorithm, Pool, PoolsFile, Route, SessionAffinity, Target, Timeouts, Upstream,
-    UpstreamProtocol,
+    AccessLog, AffinityKind, Algorithm, Pool, PoolsFile, Route, SessionAffinity, Target, Timeouts,
+    Upstream, UpstreamProtocol,
 };
 pub use resilience::{
     CircuitBreaker, HealthCheck, OutlierDetection, Retries, RetryOn, SlowStart, StatusRange,

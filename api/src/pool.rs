@@ -60,6 +60,33 @@ pub struct Pool {
     /// Retries of failed requests on other targets.
     #[serde(default)]
     pub retries: Retries,
+    /// What the pool writes to the data plane's access log (`--access-log`); without it,
+    /// every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+/// A pool's share of the access log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLog {
+    /// Percentage of the pool's requests that are logged; requests that failed (a 5xx, or
+    /// an answer the proxy gave itself) are always logged, so 0 logs the failures only.
+    #[serde(default = "default_sample_percent")]
+    pub sample_percent: u32,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        Self {
+            sample_percent: default_sample_percent(),
+        }
+    }
+}
+
+fn default_sample_percent() -> u32 {
+    100
 }
 
 /// A host and path prefix that lead to a pool.

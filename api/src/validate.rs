@@ -251,6 +251,9 @@ impl Pool {
             ));
         }
         percent("retries.budgetPercent", r.budget_percent)?;
+        if let Some(log) = &self.access_log {
+            percent("accessLog.samplePercent", log.sample_percent)?;
+        }
         if r.backoff_max < r.backoff_base {
             return Err(FieldError::new(
                 "retries.backoffMax",

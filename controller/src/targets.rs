@@ -343,6 +343,7 @@ pub fn compile(lbp: &LoadBalancerPool, backends: &Backends<'_>) -> Result<Compil
         panic_threshold: spec.panic_threshold,
         slow_start: spec.slow_start.clone(),
         retries: spec.retries.clone(),
+        access_log: spec.access_log.clone(),
     };
     pool.validate().map_err(CompileError::Invalid)?;
     Ok(Compiled { pool, report })

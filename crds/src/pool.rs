@@ -5,8 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use weir_api::{
-    Algorithm, CircuitBreaker, HealthCheck, OutlierDetection, Retries, Route, SessionAffinity,
-    SlowStart, Timeouts, Upstream,
+    AccessLog, Algorithm, CircuitBreaker, HealthCheck, OutlierDetection, Retries, Route,
+    SessionAffinity, SlowStart, Timeouts, Upstream,
 };
 
 use crate::schema;
@@ -130,6 +130,10 @@ pub struct LoadBalancerPoolSpec {
     /// Retries of failed requests on other targets.
     #[serde(default)]
     pub retries: Retries,
+    /// What the pool writes to the data planes' access logs (when they keep one); without
+    /// it, every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
 }
 
 /// One backend: a Service in the pool's namespace, or a static address outside the cluster.

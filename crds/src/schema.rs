@@ -173,6 +173,7 @@ const CHECKS: &[(&str, Check)] = &[
         ),
     ),
     ("retries.budgetPercent", Check::Range(None, Some(100))),
+    ("accessLog.samplePercent", Check::Range(None, Some(100))),
     ("retries.backoffBase", Check::Duration { positive: false }),
     ("retries.backoffMax", Check::Duration { positive: false }),
 ];

@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::Pending;
 use crate::stats::{InFlight, TargetStats};
 use crate::upstream::Checkout;
 
@@ -44,6 +45,8 @@ pub struct ClientBody {
 pub struct BodyEnded {
     done: AtomicBool,
     notify: Notify,
+    /// Body bytes read from the client so far, for the access log.
+    pub bytes: AtomicU64,
 }
 
 /// Why the client's request body could not be read: always the client's doing.
@@ -92,6 +95,8 @@ pub enum ResponseBody {
         in_flight: InFlight,
         /// The connection, returned to its pool once the body has been read to its end.
         checkout: Option<Checkout>,
+        /// The request's access-log line, sent when the body ends or is dropped.
+        log: Option<Box<Pending>>,
     },
     /// Written by the proxy (errors, admin answers).
     Full(Option<Bytes>),
@@ -212,6 +217,9 @@ impl Body for ClientBody {
                         return Poll::Ready(Some(Err(ClientBodyError::TooLarge { limit })));
                     }
                     this.remaining -= len;
+                    if let Some(ended) = &this.ended {
+                        ended.bytes.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finished();
@@ -347,25 +355,43 @@ impl Body for ResponseBody {
                 inner,
                 in_flight,
                 checkout,
+                log,
             } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
+                            let len = data.len() as u64;
                             let received = &in_flight.target().bytes_received;
-                            received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            received.fetch_add(len, Ordering::Relaxed);
+                            if let Some(log) = log {
+                                log.sent(len);
+                            }
                         }
-                        if let Some(c) = checkout.take_if(|_| inner.is_end_stream()) {
-                            c.release();
+                        if inner.is_end_stream() {
+                            if let Some(c) = checkout.take() {
+                                c.release();
+                            }
+                            if let Some(log) = log.take() {
+                                log.finish(true);
+                            }
                         }
                     }
                     Poll::Ready(None) => {
                         if let Some(c) = checkout.take() {
                             c.release();
                         }
+                        if let Some(log) = log.take() {
+                            log.finish(true);
+                        }
                     }
                     // An error leaves the connection in an unknown state: it is not reused.
-                    Poll::Ready(Some(Err(_))) => drop(checkout.take()),
+                    Poll::Ready(Some(Err(_))) => {
+                        drop(checkout.take());
+                        if let Some(log) = log.take() {
+                            log.finish(false);
+                        }
+                    }
                     Poll::Pending => {}
                 }
                 polled

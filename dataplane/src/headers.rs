@@ -10,7 +10,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The W3C trace context header.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static B3: HeaderName = HeaderName::from_static("b3");
 static X_B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 static X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");

@@ -7,8 +7,9 @@
 //! becomes one status in [`error`]. Configuration lives in [`state`], swapped atomically on
 //! every change so readers never lock; in standalone mode it comes from a pools file
 //! ([`config_file`], reloaded by [`reload`]). Counters are in [`stats`], exported by
-//! [`metrics`].
+//! [`metrics`]; each request's line in the [`access_log`] is written off the request path.
 
+pub mod access_log;
 pub mod admin;
 pub mod affinity;
 pub mod balance;

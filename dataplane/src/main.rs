@@ -121,7 +121,19 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<ExitCode> {
         None => PoolsFile::default(),
     };
     let pool_count = pools.pools.len();
-    let state = Arc::new(State::new(args.proxy.clone(), pools));
+    let access_log = match weir_dataplane::access_log::AccessLog::start(
+        &args.access_log,
+        args.access_log_format,
+    )
+    .await
+    {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("weir-dataplane: --access-log: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    let state = Arc::new(State::new(args.proxy.clone(), pools).with_access_log(access_log));
     let proxy = listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let admin_listener = TcpListener::bind(args.admin)
         .await

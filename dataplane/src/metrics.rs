@@ -73,6 +73,18 @@ impl Collector for WeirCollector {
             MetricType::Counter,
         )?;
         m.encode_counter::<NoLabelSet, _, u64>(&load(&l.rejected), None)?;
+        if let Some(log) = &state.access_log {
+            let mut m = e.encode_descriptor(
+                "access_log_lines",
+                "Access log lines by fate: written, or dropped because the writer was behind.",
+                None,
+                MetricType::Counter,
+            )?;
+            m.encode_family(&[("result", "written")])?
+                .encode_counter::<NoLabelSet, _, u64>(&load(&log.written), None)?;
+            m.encode_family(&[("result", "dropped")])?
+                .encode_counter::<NoLabelSet, _, u64>(&load(&log.dropped), None)?;
+        }
         let mut m = e.encode_descriptor(
             "config_reloads",
             "Pools-file reloads by result.",

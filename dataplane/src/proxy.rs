@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use weir_api::{RetryOn, UpstreamProtocol};
 
+use crate::access_log;
 use crate::affinity;
 use crate::balance::{Load, Pick};
 use crate::body::{BodyEnded, ClientBody, RequestBody, ResponseBody};
@@ -54,9 +55,15 @@ pub async fn serve(
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();
     let request_id = headers::ensure_request_id(req.headers_mut());
+    // Until the request ends otherwise, it is one whose client left: dropped with this
+    // future, the entry says so.
+    let mut log = state
+        .access_log
+        .as_ref()
+        .map(|log| access_log::Pending::new(log.clone(), arrived, entry(&req, &request_id, peer)));
     if let Err(e) = validate::check(&state.settings, &req) {
         state.listener.rejected.fetch_add(1, Ordering::Relaxed);
-        return e.into_response(Some(&request_id));
+        return answer(e, &request_id, log);
     }
     let snapshot = state.snapshot.load_full();
     let routed = snapshot
@@ -64,13 +71,51 @@ pub async fn serve(
         .find(request_host(&req).unwrap_or(""), req.uri().path());
     let Some(pool) = routed.map(|i| &snapshot.pools[i]) else {
         state.listener.unrouted.fetch_add(1, Ordering::Relaxed);
-        return ProxyError::NoRoute.into_response(Some(&request_id));
+        return answer(ProxyError::NoRoute, &request_id, log);
     };
     pool.stats.requests.fetch_add(1, Ordering::Relaxed);
-    match forward(&state.settings, pool, req, peer, &request_id, arrived).await {
-        Ok(response) => {
-            if response.status().is_server_error() {
+    if let Some(log) = &mut log {
+        log.entry().pool = Some(pool.config.name.clone());
+    }
+    let mut trail = Trail {
+        traceparent: log.is_some(),
+        ..Trail::default()
+    };
+    let forwarded = forward(
+        &state.settings,
+        pool,
+        req,
+        peer,
+        &request_id,
+        arrived,
+        &mut trail,
+    )
+    .await;
+    if let Some(log) = &mut log {
+        let e = log.entry();
+        (e.target, e.attempts, e.upstream) = (trail.target, trail.attempts, trail.upstream);
+        e.traceparent = trail.traceparent_value.take();
+        e.bytes_in = trail.bytes_in();
+    }
+    match forwarded {
+        Ok(mut response) => {
+            let failed = response.status().is_server_error();
+            if failed {
                 pool.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(mut log) = log {
+                log.entry().status = response.status().as_u16();
+                log.entry().error = None;
+                if !failed && !sampled(pool) {
+                    log.discard();
+                } else if response.body().is_end_stream() {
+                    // No body (204, HEAD, a tunnel's 101): the request has ended.
+                    log.finish(true);
+                } else if let ResponseBody::Upstream { log: slot, .. } = response.body_mut() {
+                    *slot = Some(log.streaming());
+                } else {
+                    log.finish(true);
+                }
             }
             response
         }
@@ -89,8 +134,82 @@ pub async fn serve(
                 tracing::debug!(pool = %pool.config.name, error = %e, "refused a client's request");
             }
             pool.stats.latency.observe(arrived.elapsed());
-            e.into_response(Some(&request_id))
+            answer(e, &request_id, log)
         }
+    }
+}
+
+/// The proxy's own answer to a request, logged whatever the pool's sampling: it is a
+/// failure, or a refusal, that someone will want to find.
+fn answer(
+    e: ProxyError,
+    request_id: &HeaderValue,
+    log: Option<access_log::Pending>,
+) -> Response<ResponseBody> {
+    let reason = e.reason();
+    let response = e.into_response(Some(request_id));
+    if let Some(mut log) = log {
+        let entry = log.entry();
+        entry.status = response.status().as_u16();
+        entry.error = Some(reason);
+        entry.bytes_out = response.body().size_hint().exact().unwrap_or(0);
+        log.finish(true);
+    }
+    response
+}
+
+/// Whether a pool's request that did not fail goes to the access log.
+fn sampled(pool: &PoolState) -> bool {
+    match &pool.config.access_log {
+        None => true,
+        Some(log) => log.sample_percent >= 100 || fastrand::u32(0..100) < log.sample_percent,
+    }
+}
+
+/// The access-log entry of a request as it arrived.
+fn entry(req: &Request<Incoming>, request_id: &HeaderValue, peer: &Peer) -> access_log::Entry {
+    access_log::Entry {
+        time: std::time::SystemTime::now(),
+        request_id: request_id.clone(),
+        traceparent: None,
+        client: peer.addr,
+        method: req.method().clone(),
+        host: match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
+        },
+        uri: req.uri().clone(),
+        status: crate::error::CLIENT_CLOSED_REQUEST.as_u16(),
+        pool: None,
+        target: None,
+        attempts: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration: std::time::Duration::ZERO,
+        upstream: None,
+        error: Some(ProxyError::ClientGone.reason()),
+    }
+}
+
+/// What [`forward`] leaves behind for the access log: tries, the last target and how long it
+/// took, the body bytes read from the client.
+#[derive(Debug, Default)]
+struct Trail {
+    attempts: u32,
+    target: Option<SocketAddr>,
+    upstream: Option<std::time::Duration>,
+    buffered: u64,
+    streamed: Option<std::sync::Arc<BodyEnded>>,
+    /// Whether to keep the `traceparent` sent (only when there is a log to write it to).
+    traceparent: bool,
+    traceparent_value: Option<HeaderValue>,
+}
+
+impl Trail {
+    fn bytes_in(&self) -> u64 {
+        self.streamed
+            .as_ref()
+            .map_or(self.buffered, |b| b.bytes.load(Ordering::Relaxed))
     }
 }
 
@@ -112,6 +231,7 @@ async fn forward(
     peer: &Peer,
     request_id: &HeaderValue,
     arrived: Instant,
+    trail: &mut Trail,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let breaker = &pool.config.circuit_breaker;
     let pool_request = pool
@@ -140,6 +260,9 @@ async fn forward(
         host.as_ref(),
     );
     headers::ensure_trace(headers);
+    if trail.traceparent {
+        trail.traceparent_value = headers.get(&headers::TRACEPARENT).cloned();
+    }
     let protocol = pool.config.upstream.protocol;
     // HTTP/2 targets read the host from :authority; the connection is already chosen, so it
     // carries the client's host (or, without one, the target's address).
@@ -191,10 +314,15 @@ async fn forward(
         ),
         _ if client_body.is_end_stream() => Pending::Buffered(bytes::Bytes::new()),
         _ => {
-            body_ended = Some(client_body.watch_end());
+            let ended = client_body.watch_end();
+            trail.streamed = Some(ended.clone());
+            body_ended = Some(ended);
             Pending::Stream(client_body)
         }
     };
+    if let Pending::Buffered(bytes) = &body {
+        trail.buffered = bytes.len() as u64;
+    }
     let started = Instant::now();
     let deadline = started + pool.config.timeouts.request.get();
     let mut tried = Tried::default();
@@ -207,6 +335,7 @@ async fn forward(
             select(pool, &parts.headers, peer.addr.ip(), now, tried.as_slice())?;
         tried.push(index);
         let target = &pool.targets[index];
+        (trail.attempts, trail.target) = (attempt, Some(target.stats.address));
         let last_try = attempt >= policy.attempts;
         let request = match unsent.take() {
             Some(request) => {
@@ -254,6 +383,7 @@ async fn forward(
         )
         .await;
         let done = Instant::now();
+        trail.upstream = Some(done.saturating_duration_since(now));
         let (failure, error) = match sent {
             Ok(Ok((response, checkout))) => {
                 let status = response.status().as_u16();
@@ -448,6 +578,7 @@ fn respond(
                 inner,
                 in_flight,
                 checkout,
+                log: None,
             })
         }
     }

@@ -62,6 +62,18 @@ pub struct Args {
     /// Address of the admin listener (metrics, status, readiness, target API). Keep it private.
     #[arg(long, env = "WEIR_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// Access log: `off`, `stdout`, or a file to append to. One line per request; pools
+    /// sample with `accessLog.samplePercent`, failures are always logged.
+    #[arg(
+        long,
+        env = "WEIR_ACCESS_LOG",
+        default_value = "off",
+        value_name = "off|stdout|FILE"
+    )]
+    pub access_log: crate::access_log::Sink,
+    /// Access log lines as JSON objects or as short text.
+    #[arg(long, env = "WEIR_ACCESS_LOG_FORMAT", value_enum, default_value_t = crate::access_log::Format::Json)]
+    pub access_log_format: crate::access_log::Format,
     /// Runtime worker threads; default: one per core.
     #[arg(long, env = "WEIR_WORKERS")]
     pub workers: Option<usize>,

@@ -19,6 +19,7 @@ use http::header::HeaderName;
 use http::uri::Authority;
 use weir_api::{AffinityKind, Algorithm, Pool, PoolsFile, Target};
 
+use crate::access_log::AccessLog;
 use crate::affinity::{cookie_id, set_cookie};
 use crate::balance::{Balancer, Load, Maglev, Weighted};
 use crate::checker::Checker;
@@ -41,6 +42,8 @@ pub struct State {
     pub settings: ProxySettings,
     /// When the process started.
     pub started: StdInstant,
+    /// Where each request's line goes, when there is an access log.
+    pub access_log: Option<Arc<AccessLog>>,
     /// The pools the snapshot was built from, with admin changes applied; changes are made
     /// under this lock so two of them cannot lose each other's edit.
     desired: Mutex<PoolsFile>,
@@ -191,11 +194,18 @@ impl State {
             listener: ListenerStats::default(),
             settings,
             started: StdInstant::now(),
+            access_log: None,
             desired: Mutex::new(pools),
             ready: false.into(),
             draining: false.into(),
             managed: false.into(),
         }
+    }
+
+    /// The same state, writing an access log to `log`.
+    pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Replaces the whole configuration with `pools` (already validated).

@@ -11,6 +11,8 @@
 #[path = "proxy/support.rs"]
 mod support;
 
+#[path = "proxy/access_log.rs"]
+mod access_log;
 #[path = "proxy/admin.rs"]
 mod admin;
 #[path = "proxy/affinity.rs"]
