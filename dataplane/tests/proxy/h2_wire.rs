@@ -49,7 +49,6 @@ pub mod code {
     pub const FRAME_SIZE_ERROR: u32 = 0x6;
     pub const REFUSED_STREAM: u32 = 0x7;
     pub const CANCEL: u32 = 0x8;
-    pub const COMPRESSION_ERROR: u32 = 0x9;
     pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 }
 
@@ -352,10 +351,11 @@ impl Outcome {
             kind::RST_STREAM => self
                 .resets
                 .push((frame.stream, frame.u32_at(0).unwrap_or(u32::MAX))),
-            kind::HEADERS if frame.stream != 0 => {
-                if !self.answers.iter().any(|(s, _)| *s == frame.stream) {
-                    self.answers.push((frame.stream, frame.status()));
-                }
+            // The first HEADERS of a stream is its response head; a later one, trailers.
+            kind::HEADERS
+                if frame.stream != 0 && !self.answers.iter().any(|(s, _)| *s == frame.stream) =>
+            {
+                self.answers.push((frame.stream, frame.status()))
             }
             _ => {}
         }
