@@ -232,32 +232,34 @@ impl Connection {
             .into_owned();
         tokio::pin!(connection);
         let mut closing: Option<(Closing, Instant)> = None;
-        // One timer, moved as the deadline does: requests come and go far more often than
-        // connections expire.
         let timer = tokio::time::sleep(timeouts.header);
         tokio::pin!(timer);
         let ended = loop {
-            let deadline = match closing {
-                Some((_, at)) => Some(at),
-                None => activity.deadline(timeouts).map(|(at, _)| at),
+            // When to look next. Nothing tells this task that a request came or went or that
+            // a head began, so it looks at least once a header timeout: a head that began
+            // since still gets its whole header timeout, and an expired deadline is seen
+            // when it passes.
+            let now = Instant::now();
+            let look = match closing {
+                Some((_, at)) => at,
+                None => match activity.deadline(timeouts) {
+                    Some((at, _)) => at.min(now + timeouts.header),
+                    None => now + timeouts.idle.min(timeouts.header),
+                },
             };
-            if let Some(at) = deadline.filter(|at| *at != timer.deadline()) {
-                timer.as_mut().reset(at);
-            }
+            timer.as_mut().reset(look);
             tokio::select! {
                 ended = connection.as_mut() => break ended,
-                () = activity.changed.notified() => {
-                    if activity.is_condemned() && closing.is_none() {
-                        self.state.listener.closed(Closed::PrematureResets);
-                        tracing::info!(
-                            peer = %self.client.addr,
-                            "HTTP/2 client reset too many streams before their answers; closing"
-                        );
-                        connection.as_mut().graceful_shutdown();
-                        closing = Some((Closing::Abuse, Instant::now() + CLOSE_GRACE));
-                    }
+                () = activity.condemned_now.notified(), if closing.is_none() => {
+                    self.state.listener.closed(Closed::PrematureResets);
+                    tracing::info!(
+                        peer = %self.client.addr,
+                        "HTTP/2 client reset too many streams before their answers; closing"
+                    );
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some((Closing::Abuse, Instant::now() + CLOSE_GRACE));
                 }
-                () = &mut timer, if deadline.is_some() => match closing {
+                () = &mut timer => match closing {
                     Some((Closing::Abuse, _)) => return,
                     Some((why, _)) if activity.in_flight() == 0 => {
                         tracing::debug!(peer = %self.client.addr, ?why, "closed after GOAWAY");
@@ -278,7 +280,7 @@ impl Connection {
                             connection.as_mut().graceful_shutdown();
                             closing = Some((Closing::Idle, Instant::now() + CLOSE_GRACE));
                         }
-                        // It moved: a request came and went since it was computed.
+                        // Not yet, or a request is in flight.
                         _ => {}
                     },
                 },

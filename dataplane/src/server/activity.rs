@@ -71,8 +71,10 @@ pub struct Activity {
     requests: AtomicU64,
     premature_resets: AtomicU64,
     condemned: AtomicBool,
-    /// Woken when the deadline may have moved earlier or the connection was condemned.
-    pub changed: Notify,
+    /// Woken when the connection is condemned. Requests coming and going wake nothing: the
+    /// connection task looks at the deadline at least once a header timeout instead, which
+    /// costs an idle connection a few wake-ups and a busy one none per request.
+    pub condemned_now: Notify,
 }
 
 /// The connection has reset too many streams before their answers; it gets no more.
@@ -83,7 +85,7 @@ pub struct Condemned;
 #[derive(Debug)]
 pub struct RequestGuard {
     activity: Arc<Activity>,
-    arrived: Instant,
+    arrived: Option<Instant>,
     answered: bool,
 }
 
@@ -116,7 +118,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             premature_resets: AtomicU64::new(0),
             condemned: AtomicBool::new(false),
-            changed: Notify::new(),
+            condemned_now: Notify::new(),
         })
     }
 
@@ -149,7 +151,7 @@ impl Activity {
             let premature = self.premature_resets.load(Ordering::Relaxed);
             if premature > PREMATURE_RESETS_ALLOWED && premature * 2 >= requests {
                 if !self.condemned.swap(true, Ordering::AcqRel) {
-                    self.changed.notify_one();
+                    self.condemned_now.notify_one();
                 }
                 return Err(Condemned);
             }
@@ -160,7 +162,8 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(RequestGuard {
             activity: self.clone(),
-            arrived: Instant::now(),
+            // Only HTTP/2 streams can be reset prematurely; HTTP/1.1 skips the clock.
+            arrived: (self.protocol == Protocol::Http2).then(Instant::now),
             answered: false,
         })
     }
@@ -200,7 +203,6 @@ impl Activity {
         {
             self.head_started
                 .store(self.now_ms() + 1, Ordering::Release);
-            self.changed.notify_one();
         }
     }
 }
@@ -216,8 +218,9 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let activity = &self.activity;
         if !self.answered
-            && activity.protocol == Protocol::Http2
-            && self.arrived.elapsed() < PREMATURE_WINDOW
+            && self
+                .arrived
+                .is_some_and(|arrived| arrived.elapsed() < PREMATURE_WINDOW)
         {
             activity.premature_resets.fetch_add(1, Ordering::Relaxed);
         }
@@ -226,8 +229,6 @@ impl Drop for RequestGuard {
                 .idle_since
                 .store(activity.now_ms(), Ordering::Release);
             activity.head_started.store(0, Ordering::Release);
-            // The connection task computed no deadline while this request was in flight.
-            activity.changed.notify_one();
         }
     }
 }
