@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
+use weir_dataplane::server::PREMATURE_RESETS_ALLOWED;
 
 use crate::h2_wire::{
     FrameWriter, H2, Outcome, PREFACE, code, code_name, flag, frame, get, headers, integer, kind,
@@ -29,8 +30,6 @@ const RSS_GROWTH_BOUND: u64 = 64 << 20;
 const BYSTANDER_BOUND: Duration = Duration::from_secs(2);
 /// Fewest requests the bystander sends beside an attack.
 const BYSTANDER_REQUESTS: u64 = 20;
-/// Weir's premature-reset budget (`server::PREMATURE_RESETS_ALLOWED`).
-const PREMATURE_RESETS_ALLOWED: u64 = 100;
 
 // ---------------------------------------------------------------------------------------------
 // The attacks
