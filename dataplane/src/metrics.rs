@@ -60,6 +60,23 @@ impl Collector for WeirCollector {
         )?;
         m.encode_gauge(&load(&l.active_connections))?;
         let mut m = e.encode_descriptor(
+            "downstream_refused_connections",
+            "Downstream connections refused at the --max-connections cap (reset at once).",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&load(&l.refused_connections), None)?;
+        let mut m = e.encode_descriptor(
+            "downstream_closed_connections",
+            "Downstream connections the proxy closed: timeouts, HTTP/2 abuse and protocol errors.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (why, n) in crate::stats::Closed::ALL.iter().zip(&l.closed_connections) {
+            m.encode_family(&[("reason", why.label())])?
+                .encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+        }
+        let mut m = e.encode_descriptor(
             "unrouted_requests",
             "Requests no route matched (404).",
             None,

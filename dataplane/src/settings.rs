@@ -108,6 +108,23 @@ pub struct ProxySettings {
     /// Largest request body, in bytes; larger ones are answered 413.
     #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: u64,
+    /// Most downstream connections open at once; beyond it a new connection is reset at once.
+    /// Default: what the open-files limit allows at two descriptors a connection (its own and
+    /// one to a target), less 256 for the rest.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// How long a client connection with no request in flight stays open: HTTP/1.1 between
+    /// requests (until the next one's first byte), HTTP/2 with no open stream.
+    /// The default is NGINX's `keepalive_timeout`, above the 60s idle timeout of the cloud
+    /// load balancers that may pool connections to Weir, so Weir is not the one to close a
+    /// connection they are about to reuse.
+    #[arg(long, env = "WEIR_IDLE_TIMEOUT", default_value = "75s")]
+    pub idle_timeout: Duration,
+    /// Most HTTP/2 streams a client may have open on one connection; more are refused
+    /// (RST_STREAM REFUSED_STREAM).
+    #[arg(long, env = "WEIR_MAX_CONCURRENT_STREAMS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
     /// On SIGTERM, how long in-flight requests may take to finish before connections close.
     #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: Duration,
@@ -141,6 +158,12 @@ mod tests {
         assert_eq!(a.admin, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(a.proxy.header_read_timeout, Duration::from_secs(10));
         assert_eq!(ProxySettings::default().max_uri_bytes, 8192);
+        assert_eq!(
+            a.proxy.max_connections, None,
+            "derived from the open-files limit"
+        );
+        assert_eq!(a.proxy.idle_timeout, Duration::from_secs(75));
+        assert_eq!(a.proxy.max_concurrent_streams, 100);
     }
 
     #[test]

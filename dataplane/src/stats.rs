@@ -99,6 +99,10 @@ pub struct ListenerStats {
     pub connections: AtomicU64,
     /// Downstream connections open.
     pub active_connections: AtomicU64,
+    /// Downstream connections refused at the `--max-connections` cap.
+    pub refused_connections: AtomicU64,
+    /// Downstream connections the proxy closed, by [`Closed`] reason.
+    pub closed_connections: [AtomicU64; Closed::ALL.len()],
     /// Requests no route matched (answered 404).
     pub unrouted: AtomicU64,
     /// Requests refused as malformed or too large before routing.
@@ -107,6 +111,51 @@ pub struct ListenerStats {
     pub reloads: AtomicU64,
     /// Pools-file reloads refused.
     pub reload_failures: AtomicU64,
+}
+
+/// Why the proxy closed a downstream connection (rather than the client, or the end of an
+/// error-free exchange).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Nothing in flight for the idle timeout.
+    IdleTimeout,
+    /// A request head (or the first bytes) not received within the header read timeout.
+    HeaderTimeout,
+    /// HTTP/2: too many streams reset by the client before their answers (rapid reset).
+    PrematureResets,
+    /// HTTP/2: one of h2's abuse budgets ran out; GOAWAY `ENHANCE_YOUR_CALM` was sent.
+    Http2Calm,
+    /// HTTP/2: the client broke the protocol; GOAWAY with another error code was sent.
+    Http2Error,
+}
+
+impl Closed {
+    /// Every reason, in the order of [`ListenerStats::closed_connections`].
+    pub const ALL: [Self; 5] = [
+        Self::IdleTimeout,
+        Self::HeaderTimeout,
+        Self::PrematureResets,
+        Self::Http2Calm,
+        Self::Http2Error,
+    ];
+
+    /// The `reason` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::IdleTimeout => "idle_timeout",
+            Self::HeaderTimeout => "header_timeout",
+            Self::PrematureResets => "premature_resets",
+            Self::Http2Calm => "h2_enhance_your_calm",
+            Self::Http2Error => "h2_protocol_error",
+        }
+    }
+}
+
+impl ListenerStats {
+    /// Counts a connection the proxy closed because of `why`.
+    pub fn closed(&self, why: Closed) {
+        self.closed_connections[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl TargetStats {

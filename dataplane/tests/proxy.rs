@@ -25,10 +25,16 @@ mod blame;
 mod channel;
 #[path = "proxy/failures.rs"]
 mod failures;
+#[path = "proxy/h2_abuse.rs"]
+mod h2_abuse;
+#[path = "proxy/h2_wire.rs"]
+mod h2_wire;
 #[path = "proxy/headers.rs"]
 mod headers;
 #[path = "proxy/lifecycle.rs"]
 mod lifecycle;
+#[path = "proxy/limits.rs"]
+mod limits;
 #[path = "proxy/malformed.rs"]
 mod malformed;
 #[path = "proxy/reload.rs"]
