@@ -93,16 +93,27 @@ impl fmt::Display for Scenario {
 enum Proxy {
     /// Weir's `weir-dataplane`.
     Weir,
+    /// Weir writing its JSON access log to a file (`--access-log`), to measure the log's cost
+    /// side by side with Weir without one.
+    #[value(name = "weir-log")]
+    WeirLog,
     /// HAProxy, via the peers script.
     Haproxy,
     /// NGINX, via the peers script.
     Nginx,
 }
 
+impl Proxy {
+    fn is_weir(self) -> bool {
+        matches!(self, Self::Weir | Self::WeirLog)
+    }
+}
+
 impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Weir => "weir",
+            Self::WeirLog => "weir-log",
             Self::Haproxy => "haproxy",
             Self::Nginx => "nginx",
         })
@@ -250,12 +261,12 @@ impl Tools {
             Ok(path)
         };
         let echo = need("weir-echo")?;
-        let dataplane = if plan.proxies.contains(&Proxy::Weir) {
+        let dataplane = if plan.proxies.iter().any(|p| p.is_weir()) {
             Some(need("weir-dataplane")?)
         } else {
             None
         };
-        let peers = if plan.proxies.iter().any(|p| *p != Proxy::Weir) {
+        let peers = if plan.proxies.iter().any(|p| !p.is_weir()) {
             let script = match &args.peers_script {
                 Some(script) => script.clone(),
                 None => default_peers_script(&exe)?,
@@ -480,7 +491,7 @@ async fn start_proxy(
     let mut cmd;
     let ready_at;
     match proxy {
-        Proxy::Weir => {
+        Proxy::Weir | Proxy::WeirLog => {
             let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
             cmd = Command::new(tools.dataplane.as_ref().context("weir-dataplane")?);
             cmd.arg("--pools")
@@ -488,6 +499,10 @@ async fn start_proxy(
                 .args(["--listen", &listen.to_string()])
                 .args(["--admin", &admin.to_string()])
                 .args(["--workers", &plan.workers.to_string()]);
+            if proxy == Proxy::WeirLog {
+                cmd.arg("--access-log")
+                    .arg(log.with_extension("access.log"));
+            }
             ready_at = (admin, "/ready");
         }
         Proxy::Haproxy | Proxy::Nginx => {
