@@ -227,7 +227,7 @@ impl ControlPlane {
             .map_err(Error::io("creating a temporary folder"))?;
         let mut reaper = Reaper::spawn(dir.path())?;
         let pki = Pki::generate(&dir.path().join("pki"))?;
-        let apiserver_port = free_port()?;
+        let apiserver_port = apiserver_port()?;
 
         // etcd wants `host:port` even in a `unix://` URL, and takes its host part as the
         // socket's file name relative to its working directory, the control plane's folder:
@@ -472,7 +472,7 @@ impl Drop for Process {
 
 /// A loopback port that was free a moment ago, for kube-apiserver (see the module
 /// documentation for why it cannot bind port 0 itself).
-fn free_port() -> Result<u16, Error> {
+fn apiserver_port() -> Result<u16, Error> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
