@@ -487,44 +487,53 @@ async fn start_proxy(
     proxy: Proxy,
     log: &Path,
 ) -> anyhow::Result<(Guard, SocketAddr)> {
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
-    let mut cmd;
-    let ready_at;
     match proxy {
         Proxy::Weir | Proxy::WeirLog => {
-            let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
-            cmd = Command::new(tools.dataplane.as_ref().context("weir-dataplane")?);
+            let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).to_string();
+            let mut cmd = Command::new(tools.dataplane.as_ref().context("weir-dataplane")?);
             cmd.arg("--pools")
                 .arg(pools)
-                .args(["--listen", &listen.to_string()])
-                .args(["--admin", &admin.to_string()])
+                .args(["--listen", &any_port])
+                .args(["--admin", &any_port])
                 .args(["--workers", &plan.workers.to_string()]);
             if proxy == Proxy::WeirLog {
                 cmd.arg("--access-log")
                     .arg(log.with_extension("access.log"));
             }
-            ready_at = (admin, "/ready");
+            let mut guard = Guard::spawn(&proxy.to_string(), &mut cmd, Some(log))?;
+            let (listen, admin) = procs::dataplane_addrs(&mut guard, READY_LIMIT).await?;
+            procs::wait_ready(&mut guard, admin, "/ready", READY_LIMIT).await?;
+            procs::wait_ready(&mut guard, listen, "/", READY_LIMIT).await?;
+            Ok((guard, listen))
         }
         Proxy::Haproxy | Proxy::Nginx => {
-            cmd = Command::new("bash");
-            cmd.arg(tools.peers.as_ref().context("peers script")?)
-                .arg(proxy.to_string())
-                .arg(listen.to_string())
-                .arg(plan.workers.to_string())
-                .args(
-                    targets
-                        .iter()
-                        .map(|(addr, weight)| format!("{addr}={weight}")),
-                );
-            ready_at = (listen, "/");
+            let mut attempt = 1;
+            loop {
+                let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::peer_port()?));
+                let mut cmd = Command::new("bash");
+                cmd.arg(tools.peers.as_ref().context("peers script")?)
+                    .arg(proxy.to_string())
+                    .arg(listen.to_string())
+                    .arg(plan.workers.to_string())
+                    .args(
+                        targets
+                            .iter()
+                            .map(|(addr, weight)| format!("{addr}={weight}")),
+                    );
+                let mut guard = Guard::spawn(&proxy.to_string(), &mut cmd, Some(log))?;
+                match procs::wait_ready(&mut guard, listen, "/", READY_LIMIT).await {
+                    Ok(()) => return Ok((guard, listen)),
+                    // See procs::peer_port: someone took the port before the peer bound it.
+                    Err(e)
+                        if attempt < 3 && format!("{e:#}").contains("Address already in use") =>
+                    {
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
-    let mut guard = Guard::spawn(&proxy.to_string(), &mut cmd, Some(log))?;
-    procs::wait_ready(&mut guard, ready_at.0, ready_at.1, READY_LIMIT).await?;
-    if ready_at.0 != listen {
-        procs::wait_ready(&mut guard, listen, "/", READY_LIMIT).await?;
-    }
-    Ok((guard, listen))
 }
 
 /// Stops a proxy started by [`start_proxy`] and removes the config directory a peer leaves.

@@ -203,10 +203,55 @@ pub async fn start_echo(
     Ok(Backend { guard, addr })
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> anyhow::Result<u16> {
+/// A port that was free a moment ago on 127.0.0.1, for the peers only: HAProxy and NGINX
+/// read their port from the config file run-peer writes and cannot say which one they got
+/// from port 0, so the port is picked here, released, and may be taken by someone else before
+/// the peer binds it. [`crate::start_proxy`] starts the peer again on another port when it
+/// exits saying so. Weir binds port 0 and reports its ports ([`dataplane_addrs`]).
+pub fn peer_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The proxy and admin addresses a `weir-dataplane` started with both on port 0 got, from
+/// its `weir-dataplane serving listen=ADDR admin=ADDR` log line (an info line: `WEIR_LOG`
+/// must let it through), waited for up to `limit`.
+pub async fn dataplane_addrs(
+    guard: &mut Guard,
+    limit: Duration,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let log = guard
+        .log
+        .clone()
+        .context("weir-dataplane was started without a log file")?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .rev()
+            .find(|line| line.contains("weir-dataplane serving"))
+        {
+            let addr = |name: &str| {
+                let key = format!("{name}=");
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(&key))
+                    .and_then(|value| value.parse().ok())
+                    .with_context(|| format!("no {name}=ADDR in {line:?}"))
+            };
+            return Ok((addr("listen")?, addr("admin")?));
+        }
+        guard.check_alive()?;
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not log `weir-dataplane serving listen=ADDR admin=ADDR` within {limit:?} \
+                 (an info line: is WEIR_LOG below info?){}",
+                guard.name,
+                guard.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `GET path` over a fresh connection; returns the status code and the body (unparsed when

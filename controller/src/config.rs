@@ -18,10 +18,12 @@ use crate::leader::LeaseConfig;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "weir-controller", version, about, long_about = None)]
 pub struct Config {
-    /// Where data planes open their stream and post their reports.
+    /// Where data planes open their stream and post their reports. Port 0 takes a free port;
+    /// the startup line `weir-controller starting channel=ADDR metrics=ADDR` says which.
     #[arg(long, env = "WEIR_CHANNEL", default_value = "0.0.0.0:8081")]
     pub channel: SocketAddr,
-    /// Where `/metrics` (Prometheus), `/ready` and `/live` are served.
+    /// Where `/metrics` (Prometheus), `/ready` and `/live` are served. Port 0 as for
+    /// `--channel`.
     #[arg(long, env = "WEIR_METRICS", default_value = "0.0.0.0:9902")]
     pub metrics: SocketAddr,
     /// Watch only this namespace; every namespace when unset.
@@ -63,7 +65,10 @@ pub struct Config {
     pub identity: Option<String>,
     /// The URL of this replica's channel as the other replicas reach it
     /// (`http://$(POD_IP):8081`): the Lease holder publishes it, and the others relay the
-    /// reports data planes post to them there. Needed with `--lease-namespace`.
+    /// reports data planes post to them there. Default: `http://` and the address the channel
+    /// listener got, when `--channel` names a specific IP (not 0.0.0.0 or ::), so that
+    /// `--channel 10.0.0.7:0` advertises the port it was given. Needed with
+    /// `--lease-namespace` otherwise.
     #[arg(long, env = "WEIR_ADVERTISE_URL", value_name = "URL")]
     pub advertise_url: Option<String>,
     /// How long a Lease not renewed stays with its holder.
@@ -118,8 +123,8 @@ pub enum ConfigError {
     LeaseTimings,
     /// Election without a URL to relay reports to.
     #[error(
-        "--lease-namespace needs --advertise-url (http://POD_IP:PORT): the other replicas \
-         relay data planes' reports to the leader there"
+        "--lease-namespace needs --advertise-url (http://POD_IP:PORT), or a --channel on a \
+         specific IP: the other replicas relay data planes' reports to the leader there"
     )]
     AdvertiseUrl,
     /// An advertised URL that is not `http://host:port`.
@@ -151,7 +156,7 @@ impl Config {
             if !is_dns_label(ns) {
                 return Err(ConfigError::LeaseNamespace(ns.clone()));
             }
-            if self.advertise_url.is_none() {
+            if self.advertise_url.is_none() && self.channel.ip().is_unspecified() {
                 return Err(ConfigError::AdvertiseUrl);
             }
         }
@@ -179,18 +184,26 @@ impl Config {
         Ok(())
     }
 
-    /// The election to run, if any.
-    pub fn lease(&self) -> Option<LeaseConfig> {
+    /// The election to run, if any; `channel` is where the channel listener is bound.
+    pub fn lease(&self, channel: SocketAddr) -> Option<LeaseConfig> {
         let namespace = self.lease_namespace.clone()?;
         Some(LeaseConfig {
             namespace,
             name: self.lease_name.clone(),
             identity: self.identity(),
-            channel_url: self.advertise_url.clone(),
+            channel_url: self.advertise_url(channel),
             duration: self.lease_duration.get(),
             renew_deadline: self.lease_renew_deadline.get(),
             retry_period: self.lease_retry_period.get(),
         })
+    }
+
+    /// The channel URL to advertise: `--advertise-url`, else `http://CHANNEL` when `channel`
+    /// (the bound listener's address) is on a specific IP.
+    pub fn advertise_url(&self, channel: SocketAddr) -> Option<String> {
+        self.advertise_url
+            .clone()
+            .or_else(|| (!channel.ip().is_unspecified()).then(|| format!("http://{channel}")))
     }
 
     /// This replica's identity: `--identity`, else host name and process id.
@@ -293,8 +306,9 @@ mod tests {
 
     #[test]
     fn election_runs_only_with_a_lease_namespace() {
+        let bound = "10.0.0.7:8081".parse().unwrap();
         let alone = parse(&["--token", "a"]).unwrap();
-        assert!(alone.lease().is_none());
+        assert!(alone.lease(bound).is_none());
         let elected = parse(&[
             "--token",
             "a",
@@ -306,7 +320,7 @@ mod tests {
             "http://10.0.0.7:8081",
         ])
         .unwrap();
-        let lease = elected.lease().unwrap();
+        let lease = elected.lease(bound).unwrap();
         assert_eq!(
             (lease.namespace.as_str(), lease.name.as_str()),
             ("weir-system", "weir-controller")
@@ -316,5 +330,54 @@ mod tests {
         assert_eq!(lease.duration, std::time::Duration::from_secs(15));
         assert_eq!(lease.renew_deadline, std::time::Duration::from_secs(10));
         assert_eq!(lease.retry_period, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_channel_on_a_specific_ip_is_advertised_with_the_port_it_got() {
+        let elected = parse(&[
+            "--token",
+            "a",
+            "--lease-namespace",
+            "weir-system",
+            "--channel",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let lease = elected.lease("127.0.0.1:40123".parse().unwrap()).unwrap();
+        assert_eq!(lease.channel_url.as_deref(), Some("http://127.0.0.1:40123"));
+        let v6 = parse(&["--token", "a", "--channel", "[::1]:0"]).unwrap();
+        assert_eq!(
+            v6.advertise_url("[::1]:40123".parse().unwrap()).as_deref(),
+            Some("http://[::1]:40123")
+        );
+        let given = parse(&[
+            "--token",
+            "a",
+            "--channel",
+            "127.0.0.1:0",
+            "--advertise-url",
+            "http://weir-0.weir:8081",
+        ])
+        .unwrap();
+        assert_eq!(
+            given
+                .advertise_url("127.0.0.1:40123".parse().unwrap())
+                .as_deref(),
+            Some("http://weir-0.weir:8081"),
+            "--advertise-url wins over the bound address"
+        );
+        // 0.0.0.0 (the default) says nothing a peer could dial.
+        let e = parse(&["--token", "a", "--lease-namespace", "weir-system"]).unwrap_err();
+        assert!(e.contains("needs --advertise-url"), "{e}");
+        let e = parse(&[
+            "--token",
+            "a",
+            "--lease-namespace",
+            "weir-system",
+            "--channel",
+            "[::]:8081",
+        ])
+        .unwrap_err();
+        assert!(e.contains("needs --advertise-url"), "{e}");
     }
 }

@@ -87,6 +87,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let metrics_listener = TcpListener::bind(config.metrics)
         .await
         .with_context(|| format!("cannot listen on {} (metrics)", config.metrics))?;
+    // What the listeners got, not what was asked: with port 0 the startup line is how a
+    // supervisor (the end-to-end tests) learns the ports, and the default advertised URL
+    // must carry the real one.
+    let (channel_addr, metrics_addr) = (
+        channel_listener.local_addr()?,
+        metrics_listener.local_addr()?,
+    );
 
     let review = config.token_audience.clone().map(|audience| {
         (
@@ -96,7 +103,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         )
     });
     let (triggers, triggered) = Triggers::new();
-    let lease = config.lease();
+    let lease = config.lease(channel_addr);
     let (role_tx, role) = watch::channel(if lease.is_some() {
         Role::Follower {
             leader_channel: None,
@@ -126,12 +133,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     });
     tokio::spawn(channel::serve(channel_listener, channel));
     tracing::info!(
-        channel = %config.channel,
-        metrics = %config.metrics,
+        channel = %channel_addr,
+        metrics = %metrics_addr,
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         static_tokens = config.tokens.len(),
         token_audience = ?config.token_audience,
         lease = ?lease.as_ref().map(|l| format!("{}/{} as {}", l.namespace, l.name, l.identity)),
+        advertise = ?lease.as_ref().and_then(|l| l.channel_url.as_deref()),
         "weir-controller starting"
     );
     let stop = Arc::new(Notify::new());

@@ -1,5 +1,11 @@
-//! etcd and kube-apiserver, started on free loopback ports with a temporary folder, and the
-//! clients that talk to them.
+//! etcd and kube-apiserver, started with a temporary folder, and the clients that talk to
+//! them.
+//!
+//! etcd listens on Unix sockets in that folder (clients and peers alike), so it needs no port.
+//! kube-apiserver's secure port must be a TCP port named before it starts (`--secure-port=0`
+//! turns serving off, it cannot report a port of its choosing and it inherits no socket): a
+//! port free a moment before is given to it, and a start that finds it taken meanwhile is
+//! tried again with another, up to `ATTEMPTS` times.
 //!
 //! kube-apiserver serves TLS with a certificate of a CA made for it (see `pki`), trusts client
 //! certificates of that CA (the admin is in `system:masters`), authorizes with RBAC and signs
@@ -32,7 +38,7 @@ use crate::{Binaries, Error, binaries};
 /// How long kube-apiserver may take to answer `/readyz` (on a busy 2-core machine it takes
 /// a few seconds).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Starts tried when a port picked as free was taken meanwhile by someone else.
+/// Starts tried when the port picked for kube-apiserver was taken meanwhile by someone else.
 const ATTEMPTS: u32 = 3;
 
 /// A running etcd and kube-apiserver. Dropping it kills both and removes its folder; so does
@@ -221,13 +227,18 @@ impl ControlPlane {
             .map_err(Error::io("creating a temporary folder"))?;
         let mut reaper = Reaper::spawn(dir.path())?;
         let pki = Pki::generate(&dir.path().join("pki"))?;
-        let [etcd_port, peer_port, apiserver_port] = free_ports()?;
+        let apiserver_port = apiserver_port()?;
 
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        // etcd wants `host:port` even in a `unix://` URL, and takes its host part as the
+        // socket's file name relative to its working directory, the control plane's folder:
+        // the `:0` is only there to satisfy that check.
+        let (client_socket, peer_socket) = ("etcd-client:0", "etcd-peer:0");
+        let etcd_url = format!("unix://{client_socket}");
+        let peer_url = format!("unix://{peer_socket}");
         let etcd = Process::spawn(
             "etcd",
             &binaries.etcd,
+            dir.path(),
             &[
                 "--name=weir-e2e".to_owned(),
                 format!("--data-dir={}", dir.path().join("etcd").display()),
@@ -248,8 +259,13 @@ impl ControlPlane {
         let apiserver = Process::spawn(
             "kube-apiserver",
             &binaries.kube_apiserver,
+            dir.path(),
             &[
-                format!("--etcd-servers={etcd_url}"),
+                // etcd's client accepts an absolute path as `unix:///PATH`.
+                format!(
+                    "--etcd-servers=unix://{}",
+                    dir.path().join(client_socket).display()
+                ),
                 "--bind-address=127.0.0.1".to_owned(),
                 "--advertise-address=127.0.0.1".to_owned(),
                 format!("--secure-port={apiserver_port}"),
@@ -400,10 +416,11 @@ current-context: weir-e2e
 }
 
 impl Process {
-    /// Starts `program` with its stdout and stderr in `log`, and tells the reaper.
+    /// Starts `program` in `cwd` with its stdout and stderr in `log`, and tells the reaper.
     fn spawn(
         name: &'static str,
         program: &Path,
+        cwd: &Path,
         args: &[String],
         log: PathBuf,
         reaper: &mut Reaper,
@@ -414,6 +431,7 @@ impl Process {
             .map_err(Error::io(format!("opening {}", log.display())))?;
         let child = Command::new(program)
             .args(args)
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -452,18 +470,11 @@ impl Drop for Process {
     }
 }
 
-/// Loopback ports that were free a moment ago (all held at once, so they differ).
-fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::io("finding free ports"))?;
-    let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener
-            .local_addr()
-            .map_err(Error::io("finding free ports"))?
-            .port();
-    }
-    Ok(ports)
+/// A loopback port that was free a moment ago, for kube-apiserver (see the module
+/// documentation for why it cannot bind port 0 itself).
+fn apiserver_port() -> Result<u16, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(Error::io("finding a free port"))
 }

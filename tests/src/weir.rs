@@ -3,9 +3,11 @@
 //! waits.
 //!
 //! The binaries are taken from the build folder of the test executable (`target/<profile>/`,
-//! the parent of its `deps/`), where `cargo test --workspace` puts them; a missing one fails
-//! the test with the command that builds it. Every process is killed when its handle drops,
-//! and a test that panics prints the logs of the processes it started.
+//! the parent of its `deps/`), where `scripts/test` builds them first ([`binary`]); a
+//! missing or stale one fails the test with the command that builds it. Every process binds
+//! port 0 and the harness reads the ports it got from its startup line, so no port is ever
+//! picked by the test and released for someone else to take. Every process is killed when its
+//! handle drops, and a test that panics prints the logs of the processes it started.
 //!
 //! EndpointSlices may not point at loopback addresses (the API server refuses 127.0.0.0/8),
 //! so backends run on the tests' own test host, a network namespace that `scripts/test-hosts`
@@ -16,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{BufRead as _, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -39,8 +41,15 @@ pub const START_BOUND: Duration = Duration::from_secs(30);
 /// in `tests/examples/` find them the same way, in `target/release/` when run with
 /// `--release`).
 ///
+/// `cargo test` builds a package's binaries only for that package's own integration tests,
+/// so these are built by `scripts/test` (`cargo build --workspace --bins`) before the tests
+/// run. A binary left from an older build would test old code in silence, so it must be at
+/// least as new as every source file cargo's dep-info (`NAME.d` beside it) lists, and built
+/// from this checkout's sources.
+///
 /// # Panics
-/// When it is missing, with the command that builds it.
+/// When it is missing, older than one of its sources or built from another checkout, with
+/// the command that builds it.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let path = exe
@@ -48,18 +57,89 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .map(|dir| dir.join(name))
         .expect("the test executable lives in target/<profile>/deps");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build{} -p {name}` (`cargo test --workspace` builds \
-         it too)",
-        path.display(),
+    let build = format!(
+        "build it with `cargo build{} --workspace --bins` (scripts/test does)",
         if path.parent().is_some_and(|p| p.ends_with("release")) {
             " --release"
         } else {
             ""
         }
     );
+    if let Err(problem) = check_built(&path) {
+        panic!("{} {problem}: {build}", path.display());
+    }
     path
+}
+
+/// Whether the binary at `path` exists and is as new as its sources in this checkout.
+fn check_built(path: &Path) -> Result<(), String> {
+    let built = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|_| "is missing".to_owned())?;
+    let dep_info = path.with_extension("d");
+    let text = std::fs::read_to_string(&dep_info)
+        .map_err(|e| format!("has no readable dep-info {} ({e})", dep_info.display()))?;
+    let sources = dep_info_sources(&text);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lies in the workspace");
+    let checkout = checkout
+        .canonicalize()
+        .unwrap_or_else(|_| checkout.to_owned());
+    let own = sources
+        .iter()
+        .filter(|source| source.starts_with(&checkout))
+        .count();
+    if own == 0 {
+        return Err(format!(
+            "was built from another checkout's sources ({}), not {}'s",
+            sources
+                .first()
+                .map_or("none listed".into(), |s| s.display().to_string()),
+            checkout.display()
+        ));
+    }
+    for source in &sources {
+        match std::fs::metadata(source).and_then(|m| m.modified()) {
+            Ok(changed) if changed > built => {
+                return Err(format!("is older than {}", source.display()));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(format!(
+                    "was built from {}, which is gone",
+                    source.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files a Makefile-style dep-info (`target: a.rs b.rs`, spaces in names escaped)
+/// lists.
+fn dep_info_sources(text: &str) -> Vec<PathBuf> {
+    let Some((_, deps)) = text.lines().next().and_then(|line| line.split_once(": ")) else {
+        return Vec::new();
+    };
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => {
+                if !current.is_empty() {
+                    sources.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        sources.push(PathBuf::from(current));
+    }
+    sources
 }
 
 /// The network namespace of the test host, made by `scripts/test-hosts`.
@@ -79,10 +159,19 @@ pub fn host_address() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2))
 }
 
-/// An address on `ip` with a port that was free a moment ago.
-pub fn free_port(ip: IpAddr) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).expect("binding a free port");
-    listener.local_addr().expect("a bound address")
+/// Port 0 on 127.0.0.1: the process binds a free port of its own and says which in its
+/// startup line. A port picked by the test and released before the process binds it can be
+/// taken meanwhile by anything else on the machine (under load it was, by a data plane's own
+/// admin listener).
+const ANY_LOOPBACK_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// The address logged as `name=ADDR` in a `tracing` line such as
+/// `weir-dataplane serving listen=127.0.0.1:40123 admin=127.0.0.1:40125`.
+fn logged_addr(line: &str, name: &str) -> Option<SocketAddr> {
+    let key = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&key))
+        .and_then(|value| value.parse().ok())
 }
 
 /// A child process with its stderr collected; killed when dropped. Its `WEIR_LOG` is
@@ -150,6 +239,34 @@ impl Process {
     /// What it wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.text()
+    }
+
+    /// Waits up to `bound` for a line of its stderr that contains `marker` and returns it;
+    /// `Err` with the log if it exits first or the bound passes.
+    pub async fn line_with(&mut self, marker: &str, bound: Duration) -> Result<String, String> {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|line| line.contains(marker)) {
+                return Ok(line.to_owned());
+            }
+            if let Some(status) = self.exited() {
+                // Let the log thread read the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(format!(
+                    "{} exited with {status}:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
+            if started.elapsed() > bound {
+                return Err(format!(
+                    "{} did not log {marker:?} within {bound:?}:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Its process id.
@@ -226,9 +343,9 @@ impl Echo {
 
 /// A `weir-controller` on loopback ports, with the kubeconfig of a test control plane.
 pub struct Controller {
-    /// The channel listener.
+    /// The channel listener (port 0 until the first start has reported its port).
     pub channel: SocketAddr,
-    /// The metrics listener.
+    /// The metrics listener (port 0 until the first start has reported its port).
     pub metrics: SocketAddr,
     args: Vec<String>,
     kubeconfig: PathBuf,
@@ -240,10 +357,9 @@ impl Controller {
     /// Starts it against `kubeconfig` with `args` (such as `--namespace` and `--token`) and
     /// waits until `/ready` answers 200: caches synced, pools compiled.
     pub async fn start(kubeconfig: &Path, args: &[&str]) -> Self {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut controller = Self {
-            channel: free_port(loopback),
-            metrics: free_port(loopback),
+            channel: ANY_LOOPBACK_PORT,
+            metrics: ANY_LOOPBACK_PORT,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             kubeconfig: kubeconfig.to_owned(),
             process: None,
@@ -254,41 +370,27 @@ impl Controller {
     }
 
     /// Starts one of several replicas electing a status writer with the Lease
-    /// `weir-controller` in `lease_namespace`, as `identity`, advertising its channel to the
-    /// others; `args` as for [`start`](Self::start). Lease timings are client-go's defaults
-    /// but for a shorter retry period, so that a released Lease is taken over within a second.
+    /// `weir-controller` in `lease_namespace`, as `identity`; `args` as for
+    /// [`start`](Self::start). It advertises its channel to the others at the address its
+    /// listener got (the controller's default for a channel on a specific IP). Lease timings
+    /// are client-go's defaults but for a shorter retry period, so that a released Lease is
+    /// taken over within a second.
     pub async fn start_replica(
         kubeconfig: &Path,
         args: &[&str],
         lease_namespace: &str,
         identity: &str,
     ) -> Self {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let channel = free_port(loopback);
-        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        args.extend(
-            [
-                "--lease-namespace",
-                lease_namespace,
-                "--identity",
-                identity,
-                "--advertise-url",
-                &format!("http://{channel}"),
-                "--lease-retry-period",
-                "500ms",
-            ]
-            .map(str::to_owned),
-        );
-        let mut controller = Self {
-            channel,
-            metrics: free_port(loopback),
-            args,
-            kubeconfig: kubeconfig.to_owned(),
-            process: None,
-            http: Http::new(),
-        };
-        controller.restart().await;
-        controller
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend([
+            "--lease-namespace",
+            lease_namespace,
+            "--identity",
+            identity,
+            "--lease-retry-period",
+            "500ms",
+        ]);
+        Self::start(kubeconfig, &args).await
     }
 
     /// Stops it as Kubernetes does (SIGTERM); returns whether it exited cleanly within 5 s.
@@ -306,18 +408,48 @@ impl Controller {
         }
     }
 
-    /// Starts it again on the same ports and waits until it is ready.
+    /// Starts it again on the same ports and waits until it is ready. The first start binds
+    /// port 0 and reads the ports it got from its startup line; a restart binds those again,
+    /// so data planes find it where they left it.
+    ///
+    /// Between two runs the ports are free, and a connection another program opens meanwhile
+    /// may be given one as its local port: a restart that finds a port taken tries again for
+    /// [`START_BOUND`].
     pub async fn restart(&mut self) {
         self.kill();
-        let mut command = Command::new(binary("weir-controller"));
-        command
-            .args(["--channel", &self.channel.to_string()])
-            .args(["--metrics", &self.metrics.to_string()])
-            .args(&self.args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdout(Stdio::null());
-        self.process = Some(Process::spawn("weir-controller", command));
         let started = Instant::now();
+        let line = loop {
+            let mut command = Command::new(binary("weir-controller"));
+            command
+                .args(["--channel", &self.channel.to_string()])
+                .args(["--metrics", &self.metrics.to_string()])
+                .args(&self.args)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .stdout(Stdio::null());
+            let mut process = Process::spawn("weir-controller", command);
+            let result = process
+                .line_with("weir-controller starting", START_BOUND)
+                .await;
+            match result {
+                Ok(line) => {
+                    self.process = Some(process);
+                    break line;
+                }
+                Err(log)
+                    if log.contains("Address already in use")
+                        && started.elapsed() < START_BOUND =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(log) => panic!("weir-controller did not start: {log}"),
+            }
+        };
+        match (logged_addr(&line, "channel"), logged_addr(&line, "metrics")) {
+            (Some(channel), Some(metrics)) => (self.channel, self.metrics) = (channel, metrics),
+            _ => {
+                panic!("weir-controller's startup line names no channel=ADDR metrics=ADDR: {line}")
+            }
+        }
         loop {
             if let Some(status) = self.process.as_mut().and_then(Process::exited) {
                 panic!("weir-controller exited with {status}:\n{}", self.log());
@@ -331,8 +463,9 @@ impl Controller {
                 return;
             }
             assert!(
-                started.elapsed() < START_BOUND,
-                "weir-controller not ready within {START_BOUND:?}:\n{}",
+                started.elapsed() < 2 * START_BOUND,
+                "weir-controller not ready within {:?}:\n{}",
+                2 * START_BOUND,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -385,21 +518,29 @@ impl DataPlane {
     /// a selector) and waits until `/ready` answers 200: the controller's first state is in
     /// force.
     pub async fn start(id: &str, controller: &str, args: &[&str]) -> Self {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let (listen, admin) = (free_port(loopback), free_port(loopback));
         let mut command = Command::new(binary("weir-dataplane"));
         command
             .args(["--controller", controller, "--data-plane-id", id])
-            .args(["--listen", &listen.to_string()])
-            .args(["--admin", &admin.to_string()])
+            .args(["--listen", &ANY_LOOPBACK_PORT.to_string()])
+            .args(["--admin", &ANY_LOOPBACK_PORT.to_string()])
             .args(["--workers", "1"])
             .args(args)
             .stdout(Stdio::null());
+        let mut process = Process::spawn(&format!("weir-dataplane {id}"), command);
+        let line = process
+            .line_with("weir-dataplane serving", START_BOUND)
+            .await
+            .unwrap_or_else(|log| panic!("weir-dataplane {id} did not start: {log}"));
+        let (Some(listen), Some(admin)) =
+            (logged_addr(&line, "listen"), logged_addr(&line, "admin"))
+        else {
+            panic!("weir-dataplane's startup line names no listen=ADDR admin=ADDR: {line}");
+        };
         let mut plane = Self {
             id: id.to_owned(),
             listen,
             admin,
-            process: Process::spawn(&format!("weir-dataplane {id}"), command),
+            process,
             http: Http::new(),
         };
         let started = Instant::now();

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use weir_api::Pool;
 use weir_api::channel::{ChannelPool, Report, Update};
 
-use crate::support::{Backend, Proxy, send};
+use crate::support::{Backend, Proxy};
 
 const TOKEN: &str = "test-token";
 
@@ -301,27 +301,10 @@ async fn pools_from_the_controller_are_served_changed_refused_and_kept_through_a
 async fn a_data_plane_with_a_wrong_token_gets_nothing_and_is_not_ready() {
     let mut controller = Controller::start().await;
     let url = controller.url();
-    let admin = crate::support::free_port();
-    let mut child = crate::support::dataplane_command(
-        None,
-        crate::support::free_port(),
-        admin,
-        &["--controller", &url, "--token", "wrong"],
-    )
-    .spawn()
-    .expect("weir-dataplane starts");
+    let proxy = Proxy::spawn_managed(&["--controller", &url, "--token", "wrong"]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let ready = send(
-        &crate::support::http1(),
-        Method::GET,
-        &format!("http://{admin}/ready"),
-        &[],
-        "",
-    )
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let ready = ready.expect("the admin listener answers");
+    let ready = proxy.admin(Method::GET, "/ready", "").await;
+    drop(proxy);
     println!("wrong token: /ready {} {}", ready.status, ready.body.trim());
     assert_eq!(ready.status, 503);
     assert!(

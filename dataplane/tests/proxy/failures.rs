@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Backend, Proxy, Reply, free_port, pool, pool_at, pools_file};
+use crate::support::{Backend, Proxy, Refusing, Reply, pool, pool_at, pools_file};
 
 /// Checks the parts every proxy-made error shares and prints them.
 fn assert_proxy_error(what: &str, reply: &Reply, status: u16, reason: &str) {
@@ -27,9 +27,12 @@ fn assert_proxy_error(what: &str, reply: &Reply, status: u16, reason: &str) {
 
 #[tokio::test]
 async fn a_target_refusing_connections_gets_502_connect_failure() {
-    // Bound a moment ago and released: nothing listens there.
-    let refused = free_port();
-    let proxy = Proxy::start(&pools_file(&[pool_at("web", &[], &[(refused, 1)])]), &[]).await;
+    let refused = Refusing::bind();
+    let proxy = Proxy::start(
+        &pools_file(&[pool_at("web", &[], &[(refused.addr, 1)])]),
+        &[],
+    )
+    .await;
     let reply = proxy.get("/", &[]).await;
     assert_proxy_error(
         "target refusing connections",

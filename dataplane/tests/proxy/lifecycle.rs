@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
 
-use crate::support::{
-    Backend, Proxy, TempDir, dataplane_command, free_port, get, pool, pools_file,
-};
+use crate::support::{Backend, Proxy, TempDir, dataplane_command, get, pool, pools_file};
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
@@ -116,7 +114,7 @@ async fn startup_with_an_invalid_pools_file_exits_64_naming_file_line_and_field(
             .expect("the bad line");
         let file = dir.path().join(format!("pools-{i}.yaml"));
         std::fs::write(&file, &yaml).expect("writing the pools file");
-        let mut child = dataplane_command(Some(&file), free_port(), free_port(), &[])
+        let mut child = dataplane_command(Some(&file), &[])
             .spawn()
             .expect("starting weir-dataplane");
         let started = Instant::now();

@@ -243,11 +243,11 @@ async fn the_request_over_the_pool_limit_gets_503_and_the_others_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_is_retried_only_when_its_target_saw_nothing() {
     let a = Backend::start("a");
-    let refused = crate::support::free_port();
+    let refused = crate::support::Refusing::bind();
     let yaml = pools_file(&[pool_at(
         "web",
         &["retries: { attempts: 3, on: [connect-failure, reset, 503] }"],
-        &[(refused, 1), (a.addr, 1)],
+        &[(refused.addr, 1), (a.addr, 1)],
     )]);
     let proxy = Proxy::start(&yaml, &[]).await;
     for i in 0..10 {

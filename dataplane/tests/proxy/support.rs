@@ -4,11 +4,17 @@
 //!
 //! Every process is killed when its handle drops, on panic too; a failing test prints the
 //! proxy's log. Every wait is bounded in time.
+//!
+//! No port is picked by a test and released for a process to bind: a released port can be
+//! taken meanwhile by any listener on the machine (under load a proxy's admin listener took
+//! the port a test had meant to refuse connections). Processes bind port 0 and the tests read
+//! the port from their startup line; an address that must refuse connections is a socket the
+//! test keeps bound without listening ([`Refusing`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead as _, BufReader, Read};
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -112,7 +118,8 @@ impl Drop for Backend {
     }
 }
 
-/// The `weir-echo` binary next to this test's `deps/` folder.
+/// The `weir-echo` binary next to this test's `deps/` folder. `cargo test` builds only the
+/// tested package's binaries; `scripts/test` builds the workspace's first.
 fn echo_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let path = exe
@@ -122,8 +129,7 @@ fn echo_exe() -> PathBuf {
         .expect("the test executable lives in target/<profile>/deps");
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build -p weir-echo` (`cargo test --workspace` \
-         builds it too)",
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
         path.display()
     );
     path
@@ -155,46 +161,20 @@ impl Proxy {
         Self::start_with(None, extra_args).await
     }
 
-    async fn start_with(yaml: Option<&str>, extra_args: &[&str]) -> Self {
-        let mut failure = String::new();
-        // A port picked free can be taken by a parallel test before the proxy binds it.
-        for _ in 0..3 {
-            match Self::try_start(yaml, extra_args).await {
-                Ok(proxy) => return proxy,
-                Err(log) if log.contains("cannot listen") => failure = log,
-                Err(log) => panic!("weir-dataplane did not become ready: {log}"),
-            }
-        }
-        panic!("weir-dataplane could not bind free ports three times: {failure}")
+    /// Starts the proxy with `extra_args` and no pools file, and returns once it serves,
+    /// without waiting for `/ready` (a data plane whose controller refuses it never is).
+    pub async fn spawn_managed(extra_args: &[&str]) -> Self {
+        Self::spawn(None, extra_args)
+            .await
+            .unwrap_or_else(|log| panic!("weir-dataplane did not start: {log}"))
     }
 
-    async fn try_start(yaml: Option<&str>, extra_args: &[&str]) -> Result<Self, String> {
-        let dir = TempDir::new();
-        let pools = dir.path().join("pools.yaml");
-        if let Some(yaml) = yaml {
-            std::fs::write(&pools, yaml).expect("writing the pools file");
-        }
-        let (addr, admin) = (free_port(), free_port());
-        let mut child = dataplane_command(yaml.map(|_| pools.as_path()), addr, admin, extra_args)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start weir-dataplane: {e}"));
-        let log = Log::capture(child.stderr.take().expect("piped stderr"));
-        let mut proxy = Self {
-            addr,
-            admin,
-            pools,
-            child,
-            log,
-            client: http1(),
-            _dir: dir,
-        };
+    async fn start_with(yaml: Option<&str>, extra_args: &[&str]) -> Self {
+        let proxy = Self::spawn(yaml, extra_args)
+            .await
+            .unwrap_or_else(|log| panic!("weir-dataplane did not start: {log}"));
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                // Let the log thread read the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(format!("it exited with {status}; log:\n{}", proxy.log()));
-            }
             let ready = tokio::time::timeout(
                 Duration::from_secs(1),
                 send(
@@ -208,17 +188,72 @@ impl Proxy {
             .await;
             if let Ok(Ok(reply)) = ready {
                 if reply.status == StatusCode::OK {
-                    return Ok(proxy);
+                    return proxy;
                 }
+            }
+            assert!(
+                started.elapsed() <= START_BOUND,
+                "weir-dataplane's /ready did not answer 200 within {START_BOUND:?}; log:\n{}",
+                proxy.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the proxy on port 0 for both listeners and waits for its
+    /// `weir-dataplane serving listen=ADDR admin=ADDR` line; `Err` with its log if it exits
+    /// first or does not say it within [`START_BOUND`].
+    async fn spawn(yaml: Option<&str>, extra_args: &[&str]) -> Result<Self, String> {
+        let dir = TempDir::new();
+        let pools = dir.path().join("pools.yaml");
+        if let Some(yaml) = yaml {
+            std::fs::write(&pools, yaml).expect("writing the pools file");
+        }
+        let mut child = dataplane_command(yaml.map(|_| pools.as_path()), extra_args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start weir-dataplane: {e}"));
+        let log = Log::capture(child.stderr.take().expect("piped stderr"));
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut proxy = Self {
+            addr: unbound,
+            admin: unbound,
+            pools,
+            child,
+            log,
+            client: http1(),
+            _dir: dir,
+        };
+        let started = Instant::now();
+        let line = loop {
+            if let Some(line) = proxy
+                .log()
+                .lines()
+                .find(|line| line.contains("weir-dataplane serving"))
+            {
+                break line.to_owned();
+            }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                // Let the log thread read the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(format!("it exited with {status}; log:\n{}", proxy.log()));
             }
             if started.elapsed() > START_BOUND {
                 return Err(format!(
-                    "/ready did not answer 200 within {START_BOUND:?}; log:\n{}",
+                    "it did not log `weir-dataplane serving` within {START_BOUND:?}; log:\n{}",
                     proxy.log()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        match (logged_addr(&line, "listen"), logged_addr(&line, "admin")) {
+            (Some(addr), Some(admin)) => (proxy.addr, proxy.admin) = (addr, admin),
+            _ => {
+                return Err(format!(
+                    "its startup line names no listen= and admin=: {line}"
+                ));
+            }
         }
+        Ok(proxy)
     }
 
     /// `http://ADDR{path}` on the proxy listener.
@@ -309,20 +344,16 @@ impl Drop for Proxy {
     }
 }
 
-/// The `weir-dataplane` command for `pools` on `listen` and `admin`, with stderr piped and no
-/// `WEIR_*` variable from the environment.
-pub fn dataplane_command(
-    pools: Option<&Path>,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    extra_args: &[&str],
-) -> Command {
+/// The `weir-dataplane` command for `pools`, both listeners on port 0 of 127.0.0.1, with
+/// stderr piped and no `WEIR_*` variable from the environment (`WEIR_LOG` is `info`: the
+/// startup line that names the ports is an info line).
+pub fn dataplane_command(pools: Option<&Path>, extra_args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir-dataplane"));
     if let Some(pools) = pools {
         cmd.arg("--pools").arg(pools);
     }
-    cmd.args(["--listen", &listen.to_string()])
-        .args(["--admin", &admin.to_string()])
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0"])
         .args(extra_args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("WEIR_") {
@@ -337,10 +368,36 @@ pub fn dataplane_command(
     cmd
 }
 
-/// A loopback address with a port that was free a moment ago.
-pub fn free_port() -> SocketAddr {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("a bound address")
+/// The address logged as `name=ADDR` in a `tracing` line.
+fn logged_addr(line: &str, name: &str) -> Option<SocketAddr> {
+    let key = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&key))
+        .and_then(|value| value.parse().ok())
+}
+
+/// A loopback address that refuses connections for as long as it is held: a socket bound
+/// there without listening, so the kernel answers every SYN with a reset and no other socket
+/// can bind the port meanwhile (it is bound without `SO_REUSEADDR`, which listeners that set
+/// it would otherwise share).
+pub struct Refusing {
+    /// The address.
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl Refusing {
+    /// Binds a free loopback port, without listening.
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("binding 127.0.0.1:0");
+        Self {
+            addr: socket.local_addr().expect("a bound address"),
+            _socket: socket,
+        }
+    }
 }
 
 /// Lines a child writes, collected by a thread.
