@@ -303,7 +303,13 @@ mod tests {
              - { address: 127.0.0.1:19002, weight: 1 }\n"
         );
         let storm = storm_yaml(&targets);
-        assert!(storm.contains("    retries: { attempts: 3, retryOn: [503] }\n"), "{storm}");
-        assert!(storm.contains("failureThreshold: 1000000000 }\n    targets:"), "{storm}");
+        assert!(
+            storm.contains("    retries: { attempts: 3, retryOn: [503] }\n"),
+            "{storm}"
+        );
+        assert!(
+            storm.contains("failureThreshold: 1000000000 }\n    targets:"),
+            "{storm}"
+        );
     }
 }
