@@ -90,10 +90,13 @@ async fn every_request_gets_one_line_that_says_who_what_where_and_how_long() {
     assert_eq!(line["pool"], "web");
     assert_eq!(line["bytes_in"], 5, "the body bytes read before it broke");
 
-    let metric = proxy
-        .metric("weir_access_log_lines_total{result=\"written\"}")
-        .await;
-    assert_eq!(metric, Some(3.0));
+    // The counter moves once the write has returned, a moment after the lines are readable.
+    let written = "weir_access_log_lines_total{result=\"written\"}";
+    let started = Instant::now();
+    while proxy.metric(written).await != Some(3.0) && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.metric(written).await, Some(3.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
