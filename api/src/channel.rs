@@ -6,8 +6,11 @@
 //! one message per changed or removed pool. Revisions grow by one per change, across pools,
 //! so a data plane knows what it has. It reports back with `POST /v1/report` carrying a
 //! [`Report`]: the revision it applied, the pools it refused and why, and the health it sees
-//! per target. Both directions authenticate with `Authorization: Bearer TOKEN`.
+//! per target. Both directions authenticate with `Authorization: Bearer TOKEN`. The stream's
+//! query values are written with [`encode_query_value`] and read with [`parse_query`], both
+//! here so the two sides cannot drift apart.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +136,60 @@ impl Update {
     }
 }
 
+/// Percent-encodes a query value (pod names and label selectors: letters, digits, `-._~`
+/// pass; everything else is escaped).
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `a=1&b=x%20y` to a map, percent-decoded (`+` is a space); of a key given twice the last
+/// value counts, and what does not decode to UTF-8 is replaced by U+FFFD.
+pub fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +223,24 @@ mod tests {
     #[test]
     fn an_unknown_message_type_is_refused() {
         assert!(serde_json::from_str::<Update>(r#"{"type":"reboot","revision":1}"#).is_err());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode_query_value("weir-dp-7f9c"), "weir-dp-7f9c");
+        assert_eq!(
+            encode_query_value("app in (web,api)"),
+            "app%20in%20%28web%2Capi%29"
+        );
+    }
+
+    #[test]
+    fn queries_are_percent_decoded() {
+        let q = parse_query("dataPlane=weir-dp-0&since=42&selector=team%3Dshop%2Ctier%21%3Dedge");
+        assert_eq!(q["dataPlane"], "weir-dp-0");
+        assert_eq!(q["since"], "42");
+        assert_eq!(q["selector"], "team=shop,tier!=edge");
+        assert_eq!(decode("a%2"), "a%2");
+        assert_eq!(decode("a+b%20c%"), "a b c%");
     }
 }

@@ -11,7 +11,6 @@
 //! - A report updates the data plane's record; the pools whose observation changed are
 //!   reconciled again, so their status follows.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +23,7 @@ use hyper::body::{Body as HttpBody, Frame};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use weir_api::channel::{REPORT_PATH, Report, STREAM_PATH, Update};
+use weir_api::channel::{REPORT_PATH, Report, STREAM_PATH, Update, parse_query};
 
 use crate::auth::{Authenticator, Denied, Identity};
 use crate::controller::Shared;
@@ -283,45 +282,6 @@ fn text(status: StatusCode, message: &str) -> Response<Body> {
         .expect("a valid response")
 }
 
-/// `a=1&b=x%20y` to a map, percent-decoded (`+` is a space).
-fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use weir_api::Pool;
@@ -531,15 +491,5 @@ mod tests {
             .data_planes
             .observe("shop/web", &labels, 3, &[], Instant::now());
         assert_eq!((seen.connected, seen.synced), (1, 1));
-    }
-
-    #[test]
-    fn queries_are_percent_decoded() {
-        let q = parse_query("dataPlane=weir-dp-0&since=42&selector=team%3Dshop%2Ctier%21%3Dedge");
-        assert_eq!(q["dataPlane"], "weir-dp-0");
-        assert_eq!(q["since"], "42");
-        assert_eq!(q["selector"], "team=shop,tier!=edge");
-        assert_eq!(decode("a%2"), "a%2");
-        assert_eq!(decode("a+b%20c%"), "a b c%");
     }
 }
