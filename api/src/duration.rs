@@ -75,31 +75,45 @@ impl FromStr for Duration {
             let num_len = rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .ok_or_else(|| ParseDurationError::InvalidUnit(s.to_owned()))?;
-            if num_len == 0 {
+            let (whole, fraction) = rest[..num_len]
+                .split_once('.')
+                .unwrap_or((&rest[..num_len], ""));
+            if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
                 return Err(ParseDurationError::InvalidNumber(s.to_owned()));
             }
-            let number: f64 = rest[..num_len]
-                .parse()
-                .map_err(|_| ParseDurationError::InvalidNumber(s.to_owned()))?;
             rest = &rest[num_len..];
             let unit_len = rest
                 .find(|c: char| c.is_ascii_digit() || c == '.')
                 .unwrap_or(rest.len());
-            let nanos_per_unit: f64 = match &rest[..unit_len] {
-                "ns" => 1.0,
-                "us" | "µs" => 1e3,
-                "ms" => 1e6,
-                "s" => 1e9,
-                "m" => 60e9,
-                "h" => 3600e9,
+            let nanos_per_unit: u128 = match &rest[..unit_len] {
+                "ns" => 1,
+                "us" | "µs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
                 _ => return Err(ParseDurationError::InvalidUnit(s.to_owned())),
             };
             rest = &rest[unit_len..];
-            let nanos = number * nanos_per_unit;
-            if !nanos.is_finite() || nanos > u64::MAX as f64 {
-                return Err(ParseDurationError::Overflow(s.to_owned()));
-            }
-            total_nanos += nanos as u128;
+            // In integers, not floating point, so that what is written is what is read:
+            // `1.019s` is 1019 ms exactly (as f64 it was 1018999999 ns), and large values
+            // written to the nanosecond read back to the nanosecond.
+            let overflow = || ParseDurationError::Overflow(s.to_owned());
+            let whole = whole.bytes().try_fold(0u128, |n, d| {
+                n.checked_mul(10)?.checked_add(u128::from(d - b'0'))
+            });
+            let whole = whole
+                .and_then(|n| n.checked_mul(nanos_per_unit))
+                .ok_or_else(overflow)?;
+            // unit × 0.d1d2…dk rounded down, digit by digit from the last: each step keeps
+            // floor((d × unit + carry) / 10), which is exact for any number of digits.
+            let fraction = fraction.bytes().rev().fold(0u128, |carry, d| {
+                (u128::from(d - b'0') * nanos_per_unit + carry) / 10
+            });
+            total_nanos = total_nanos
+                .checked_add(whole + fraction)
+                .filter(|n| *n <= u128::from(u64::MAX))
+                .ok_or_else(overflow)?;
         }
         let nanos =
             u64::try_from(total_nanos).map_err(|_| ParseDurationError::Overflow(s.to_owned()))?;
@@ -185,6 +199,45 @@ mod tests {
             parse("s"),
             Err(ParseDurationError::InvalidNumber("s".into()))
         );
+    }
+
+    #[test]
+    fn fractions_are_read_exactly() {
+        assert_eq!(parse("1.019s"), parse("1019ms"));
+        assert_eq!(parse("0.1ns").unwrap(), std::time::Duration::ZERO);
+        assert_eq!(
+            parse("0.000000000000000000000000000001999h").unwrap(),
+            std::time::Duration::ZERO
+        );
+        assert_eq!(parse(".5s").unwrap(), std::time::Duration::from_millis(500));
+        assert_eq!(parse("1.h").unwrap(), std::time::Duration::from_secs(3600));
+        for bad in [".s", "1..5s", "1.2.3s"] {
+            assert_eq!(
+                parse(bad),
+                Err(ParseDurationError::InvalidNumber(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("5124096h"),
+            Err(ParseDurationError::Overflow("5124096h".into()))
+        );
+        assert_eq!(
+            parse("99999999999999999999999999999999999999999ns"),
+            Err(ParseDurationError::Overflow(
+                "99999999999999999999999999999999999999999ns".into()
+            ))
+        );
+    }
+
+    /// Found by the `duration` fuzz target: read through f64, `1.019s` lost a nanosecond, so
+    /// the canonical form of a duration read back as another.
+    #[test]
+    fn a_duration_reads_back_from_its_canonical_form() {
+        for s in ["9090h01.019s0m", "1.019s", "18446744073.709551615s"] {
+            let d: Duration = s.parse().unwrap();
+            assert_eq!(d.to_string().parse::<Duration>(), Ok(d), "{s} written {d}");
+        }
     }
 
     #[test]
