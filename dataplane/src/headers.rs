@@ -30,18 +30,26 @@ const MAX_REQUEST_ID: usize = 128;
 /// `Connection: upgrade` are kept, since the handshake is meant for the far end. `TE: trailers`
 /// is kept as Envoy does, because gRPC over HTTP/2 needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if let Some(connection) = headers.get(header::CONNECTION).cloned() {
-        let listed = connection.to_str().unwrap_or("");
-        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if upgrade && name.eq_ignore_ascii_case("upgrade") {
+    // Every `Connection` field counts (a client may send several, and they form one list), and
+    // the names are read as bytes: a value with obs-text in it still names what it lists.
+    // Without one there is nothing to collect, and nothing is allocated.
+    let connection: Vec<HeaderValue> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .cloned()
+        .collect();
+    for listed in &connection {
+        for name in listed.as_bytes().split(|b| *b == b',') {
+            let name = name.trim_ascii();
+            if name.is_empty() || (upgrade && name.eq_ignore_ascii_case(b"upgrade")) {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(name) {
                 headers.remove(name);
             }
         }
-        headers.remove(header::CONNECTION);
     }
+    headers.remove(header::CONNECTION);
     let te_trailers = headers.get(header::TE).is_some_and(|te| {
         te.as_bytes()
             .split(|b| *b == b',')
@@ -324,6 +332,27 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-kept", "yes"),
         ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(get(&h, "x-kept"), Some("yes"));
+    }
+
+    /// Found by the `headers` fuzz target: only the first `Connection` field was read, and only
+    /// when it was valid UTF-8, so a second one (or one with obs-text) smuggled its fields
+    /// through to the target.
+    #[test]
+    fn fields_named_by_any_connection_header_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "yes"),
+        ]);
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"\xeaupgrade, x-other").unwrap(),
+        );
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(get(&h, "x-kept"), Some("yes"));
