@@ -15,7 +15,8 @@ const REHASHES: u64 = 8;
 #[derive(Debug)]
 pub struct Maglev {
     table: Box<[u32]>,
-    targets: usize,
+    /// The targets in the table (weight above 0), in index order: the fallback scan's choice.
+    weighted: Box<[u32]>,
 }
 
 impl Maglev {
@@ -43,10 +44,11 @@ impl Maglev {
                 due: 0,
             })
             .collect();
+        let weighted = entries.iter().map(|e| e.index).collect();
         if entries.is_empty() {
             return Self {
                 table: Box::new([]),
-                targets: targets.len(),
+                weighted,
             };
         }
         let max_weight = entries.iter().map(|e| e.weight).max().unwrap_or(1);
@@ -76,7 +78,7 @@ impl Maglev {
         }
         Self {
             table: table.into_boxed_slice(),
-            targets: targets.len(),
+            weighted,
         }
     }
 
@@ -103,9 +105,14 @@ impl Pick for Maglev {
                 return Some(i);
             }
         }
+        // The next usable target after the key's own, among those with a weight: a drained
+        // target (weight 0) takes no keys, even when every other is down.
         let start = self.lookup(hash)?;
-        let n = self.targets;
-        (1..=n).map(|d| (start + d) % n).find(|i| load.usable(*i))
+        let n = self.weighted.len();
+        let at = self.weighted.partition_point(|i| (*i as usize) <= start);
+        (0..n)
+            .map(|d| self.weighted[(at + d) % n] as usize)
+            .find(|i| load.usable(*i))
     }
 }
 
@@ -165,5 +172,20 @@ mod tests {
                 assert_eq!(now, *b);
             }
         }
+    }
+
+    /// Found by the `pools_file` fuzz target: with every weighted target down, the fallback
+    /// scan handed keys to a target of weight 0, which is drained.
+    #[test]
+    fn a_drained_target_takes_no_keys_even_when_the_others_are_down() {
+        let t = weighted(&[3, 0, 1]);
+        let m = Maglev::new(&views(&t));
+        let mut load = Idle::new(3);
+        load.down = vec![0];
+        for key in 0..1000u64 {
+            assert_eq!(m.pick(&load, || key), Some(2), "key {key}");
+        }
+        load.down = vec![0, 2];
+        assert!((0..1000u64).all(|key| m.pick(&load, || key).is_none()));
     }
 }
