@@ -41,7 +41,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for listed in &connection {
         for name in listed.as_bytes().split(|b| *b == b',') {
             let name = name.trim_ascii();
-            if name.is_empty() || (upgrade && name.eq_ignore_ascii_case(b"upgrade")) {
+            // The request id was set for the target before this runs (the proxy's errors carry
+            // it too): a client cannot name it away.
+            let ours = name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes());
+            if name.is_empty() || ours || (upgrade && name.eq_ignore_ascii_case(b"upgrade")) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(name) {
@@ -126,11 +129,20 @@ pub fn set_forwarded(
 
 /// Keeps a sane client `X-Request-ID` or sets a new UUIDv4; returns the id in force.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        let b = id.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
-            return id.clone();
+    let mut ids = headers.get_all(&X_REQUEST_ID).iter();
+    let (first, more) = (ids.next(), ids.next().is_some());
+    let sane = first
+        .filter(|id| {
+            let b = id.as_bytes();
+            !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned();
+    if let Some(id) = sane {
+        if more {
+            // One id reaches the target: the one Weir logs and answers with.
+            headers.insert(&X_REQUEST_ID, id.clone());
         }
+        return id;
     }
     let id = new_request_id();
     headers.insert(&X_REQUEST_ID, id.clone());
@@ -164,12 +176,16 @@ fn hex_into(out: &mut [u8], mut v: u128) {
 /// Propagates W3C `traceparent` and B3 trace context and starts a trace when there is none.
 ///
 /// Both formats are made to carry the same trace: a backend instrumented with either joins
-/// the trace the client started in the other. An invalid `traceparent` is replaced, as the
-/// W3C spec asks; a client's `tracestate` passes untouched.
+/// the trace the client started in the other. An invalid `traceparent` (or more than one) is
+/// replaced, as the W3C spec asks; a client's `tracestate` passes untouched.
 pub fn ensure_trace(headers: &mut HeaderMap) {
-    let w3c = headers
-        .get(&TRACEPARENT)
-        .and_then(|v| parse_traceparent(v.as_bytes()));
+    // Two `traceparent`s are no trace context: the W3C test suite expects a new trace then
+    // (test_traceparent_duplicated), and writing one replaces both.
+    let mut traceparents = headers.get_all(&TRACEPARENT).iter();
+    let w3c = match (traceparents.next(), traceparents.next()) {
+        (Some(v), None) => parse_traceparent(v.as_bytes()),
+        _ => None,
+    };
     let b3 = parse_b3(headers);
     match (w3c, b3) {
         (Some(_), Some(_)) => {}
@@ -234,20 +250,21 @@ fn parse_traceparent(v: &[u8]) -> Option<TraceContext> {
 }
 
 fn parse_b3(headers: &HeaderMap) -> Option<TraceContext> {
-    let hex_id = |s: &str, max: usize| -> Option<u128> {
-        (!s.is_empty() && s.len() <= max && (s.len() == 16 || s.len() == 32))
+    // Hex digits only: `from_str_radix` alone also takes a leading `+`. Ids of all zeros are
+    // invalid (a zero span id would make an invalid traceparent).
+    let hex = |s: &str, lengths: &[usize]| -> Option<u128> {
+        (lengths.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| u128::from_str_radix(s, 16).ok())
             .flatten()
             .filter(|v| *v != 0)
     };
+    let trace_id = |s| hex(s, &[16, 32]);
+    let span_id = |s| hex(s, &[16]).and_then(|v| u64::try_from(v).ok());
     if let Some(single) = headers.get(&B3).and_then(|v| v.to_str().ok()) {
         // b3: {TraceId}-{SpanId}[-{SamplingState}[-{ParentSpanId}]]
         let mut parts = single.split('-');
-        let trace_id = hex_id(parts.next()?, 32)?;
-        let span = parts.next()?;
-        let span_id = (span.len() == 16)
-            .then(|| u64::from_str_radix(span, 16).ok())
-            .flatten()?;
+        let trace_id = trace_id(parts.next()?)?;
+        let span_id = span_id(parts.next()?)?;
         let sampled = matches!(parts.next(), Some("1") | Some("d") | None);
         return Some(TraceContext {
             trace_id,
@@ -255,11 +272,8 @@ fn parse_b3(headers: &HeaderMap) -> Option<TraceContext> {
             sampled,
         });
     }
-    let trace_id = hex_id(headers.get(&X_B3_TRACE_ID)?.to_str().ok()?, 32)?;
-    let span = headers.get(&X_B3_SPAN_ID)?.to_str().ok()?;
-    let span_id = (span.len() == 16)
-        .then(|| u64::from_str_radix(span, 16).ok())
-        .flatten()?;
+    let trace_id = trace_id(headers.get(&X_B3_TRACE_ID)?.to_str().ok()?)?;
+    let span_id = span_id(headers.get(&X_B3_SPAN_ID)?.to_str().ok()?)?;
     let sampled = headers
         .get(&X_B3_SAMPLED)
         .is_none_or(|v| v.as_bytes() == b"1" || v.as_bytes() == b"true");
@@ -358,6 +372,17 @@ mod tests {
         assert_eq!(get(&h, "x-kept"), Some("yes"));
     }
 
+    /// Found by the `headers` fuzz target: `Connection: x-request-id` removed the id Weir had
+    /// just put in force, so the target never saw the id in Weir's logs and errors.
+    #[test]
+    fn a_client_cannot_name_the_request_id_away() {
+        let mut h = map(&[("connection", "x-request-id, x-a"), ("x-a", "1")]);
+        let id = ensure_request_id(&mut h);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get(&X_REQUEST_ID), Some(&id));
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
     #[test]
     fn an_upgrade_keeps_upgrade_and_te_trailers_survives() {
         let mut h = map(&[
@@ -424,6 +449,20 @@ mod tests {
         assert_eq!(&id.to_str().unwrap()[14..15], "4", "a version-4 UUID");
     }
 
+    /// Found by the `headers` fuzz target: of several `X-Request-ID`s the first was in force
+    /// and all of them were forwarded, so the target could log another id than Weir.
+    #[test]
+    fn one_request_id_reaches_the_target_when_a_client_sends_several() {
+        let mut h = map(&[("x-request-id", "abc-1"), ("x-request-id", "abc-2")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-1");
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(get(&h, "x-request-id"), Some("abc-1"));
+        let mut h = map(&[("x-request-id", "a b"), ("x-request-id", "abc-2")]);
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36, "a new id: the first one is not sane");
+        assert_eq!(h.get_all("x-request-id").iter().collect::<Vec<_>>(), [&id]);
+    }
+
     #[test]
     fn a_w3c_trace_is_kept_and_mirrored_into_b3() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -455,6 +494,45 @@ mod tests {
             get(&h, "traceparent"),
             Some("00-0000000000000000463ac35c9f6413ad-a2fb4a1d1a96d312-01")
         );
+    }
+
+    /// Found by the `headers` fuzz target: a B3 span id of zeros became a traceparent with a
+    /// zero span id, which is invalid, and `+` passed for a hex digit.
+    #[test]
+    fn a_malformed_b3_context_is_not_carried_into_w3c() {
+        for (trace, span) in [
+            ("463ac35c9f6413ad", "0000000000000000"),
+            ("+63ac35c9f6413ad", "a2fb4a1d1a96d312"),
+            ("463ac35c9f6413ad", "+2fb4a1d1a96d312"),
+        ] {
+            let mut h = map(&[("x-b3-traceid", trace), ("x-b3-spanid", span)]);
+            ensure_trace(&mut h);
+            let tp = get(&h, "traceparent").unwrap();
+            assert!(parse_traceparent(tp.as_bytes()).is_some(), "{tp}");
+            assert!(
+                !tp.contains(&trace[1..]),
+                "{trace}-{span}: a new trace, not {tp}"
+            );
+            assert_eq!(
+                get(&h, "x-b3-traceid"),
+                Some(&tp[3..35]),
+                "B3 carries it too"
+            );
+        }
+        let mut h = map(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-0000000000000000-1")]);
+        ensure_trace(&mut h);
+        assert!(!get(&h, "traceparent").unwrap().contains("80f198ee56343ba8"));
+    }
+
+    #[test]
+    fn two_traceparents_start_a_new_trace() {
+        let a = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let b = "00-11111111111111111111111111111111-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", a), ("traceparent", b)]);
+        ensure_trace(&mut h);
+        let sent: Vec<_> = h.get_all("traceparent").iter().collect();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0] != a && sent[0] != b, "{sent:?}");
     }
 
     #[test]
