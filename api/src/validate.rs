@@ -2,7 +2,7 @@
 //! each other. Each failure names the field by path (`pools[1].targets[0].weight`) so that a
 //! file loader can turn it into a line number and the controller into a condition message.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::{AffinityKind, Pool, PoolsFile, Route};
 
@@ -38,7 +38,9 @@ impl PoolsFile {
     /// by two pools.
     pub fn validate(&self) -> Result<(), FieldError> {
         let mut names = HashSet::new();
-        let mut routes: HashSet<&Route> = HashSet::new();
+        // Each route and the pool (index) that claimed it first. A pool may list one route
+        // twice, as the channel allows: only another pool's claim is a conflict.
+        let mut routes: HashMap<&Route, usize> = HashMap::new();
         for (i, pool) in self.pools.iter().enumerate() {
             let at = format!("pools[{i}]");
             pool.validate().map_err(|e| e.within(&at))?;
@@ -49,12 +51,13 @@ impl PoolsFile {
                 ));
             }
             for (j, route) in pool.routes.iter().enumerate() {
-                if !routes.insert(route) {
+                let owner = *routes.entry(route).or_insert(i);
+                if owner != i {
                     return Err(FieldError::new(
                         format!("{at}.routes[{j}]"),
                         format!(
-                            "host {:?} with pathPrefix {:?} is already routed to another pool",
-                            route.host, route.path_prefix
+                            "host {:?} with pathPrefix {:?} is already routed to pool {}",
+                            route.host, route.path_prefix, self.pools[owner].name
                         ),
                     ));
                 }
@@ -427,6 +430,18 @@ mod tests {
         let file = PoolsFile {
             pools: vec![pool(), other],
         };
-        assert_eq!(file.validate().unwrap_err().path, "pools[1].routes[0]");
+        let e = file.validate().unwrap_err();
+        assert_eq!(e.path, "pools[1].routes[0]");
+        assert!(e.message.ends_with("is already routed to pool web"), "{e}");
+    }
+
+    /// Found by the `channel_updates` fuzz target: the channel took a pool listing one route
+    /// twice, which the pools file refused as "already routed to another pool".
+    #[test]
+    fn a_pool_may_list_its_own_route_twice() {
+        let mut p = pool();
+        p.routes.push(p.routes[0].clone());
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(PoolsFile { pools: vec![p] }.validate(), Ok(()));
     }
 }
