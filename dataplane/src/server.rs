@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::proxy;
 use crate::settings::ProxySettings;
 use crate::state::State;
+use crate::validate;
 
 /// Smallest read buffer hyper accepts.
 const MIN_BUF: usize = 8192;
@@ -45,7 +46,11 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         let _ = stream.set_nodelay(true);
         let conn_state = state.clone();
         let client = Arc::new(proxy::Peer::new(peer));
-        let service = service_fn(move |req| {
+        // What hyper drops of each HTTP/1 head, read off the wire for validate::check.
+        let heads = validate::Heads::default();
+        let tapped = heads.clone();
+        let service = service_fn(move |mut req| {
+            tapped.attach(&mut req);
             let (state, client) = (conn_state.clone(), client.clone());
             async move { Ok::<_, Infallible>(proxy::serve(&state, req, &client).await) }
         });
@@ -67,8 +72,15 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
                 _ = draining.changed() => false,
             };
             if spoke {
+                let settings = &state.settings;
+                let wire = validate::Wire::new(
+                    stream,
+                    heads,
+                    settings.max_headers,
+                    settings.max_header_bytes.max(MIN_BUF),
+                );
                 let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(wire), service)
                     .into_owned();
                 if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
