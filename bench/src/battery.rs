@@ -255,3 +255,47 @@ fn summary(plan: &Plan, cases: &[Case], results: &[Vec<Outcome>], weir: Option<u
     println!("Weir refuses {refused} of {} cases", cases.len());
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(proxy: Proxy, wire: &[u8], reached: u64) -> Outcome {
+        let answer = cases::exchange_bytes(wire);
+        Outcome {
+            proxy,
+            answer,
+            reached,
+        }
+    }
+
+    #[test]
+    fn a_served_request_is_let_through_and_a_proxys_own_error_is_not() {
+        let served = outcome(
+            Proxy::Nginx,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n",
+            1,
+        );
+        assert!(served.let_through());
+        assert_eq!(served.cell(), "200 fwd");
+        let own = outcome(
+            Proxy::Haproxy,
+            b"HTTP/1.1 400 Bad request\r\ncontent-length: 5\r\n\r\n<h1/>",
+            0,
+        );
+        assert!(!own.let_through());
+        assert_eq!(own.cell(), "400");
+    }
+
+    #[test]
+    fn a_bare_error_relayed_by_a_peer_is_its_targets_parser() {
+        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 20:00:00 GMT\r\n\r\n";
+        let relayed = outcome(Proxy::Haproxy, bare, 0);
+        assert!(relayed.let_through());
+        assert_eq!(relayed.cell(), "400 (target's parser)");
+        // Weir's front is hyper too: its bare errors are its own.
+        let weir = outcome(Proxy::Weir, bare, 0);
+        assert!(!weir.let_through());
+        assert_eq!(weir.cell(), "400");
+    }
+}

@@ -760,6 +760,13 @@ mod tests {
         assert!(Plan::new(&short).is_err());
         assert_eq!(peers.duration_secs, 3);
         assert!(Plan::new(&Args::parse_from(["weir-bench", "--connections", "1"])).is_err());
+
+        let battery = Plan::new(&Args::parse_from(["weir-bench", "battery"])).unwrap();
+        assert_eq!(battery.proxies, [Proxy::Weir, Proxy::Haproxy, Proxy::Nginx]);
+        assert_eq!(
+            battery.command_line(),
+            "bench/run battery --proxies weir,haproxy,nginx --workers 1"
+        );
     }
 
     #[test]

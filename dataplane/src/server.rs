@@ -72,13 +72,8 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
                 _ = draining.changed() => false,
             };
             if spoke {
-                let settings = &state.settings;
-                let wire = validate::Wire::new(
-                    stream,
-                    heads,
-                    settings.max_headers,
-                    settings.max_header_bytes.max(MIN_BUF),
-                );
+                let limit = state.settings.max_header_bytes.max(MIN_BUF);
+                let wire = validate::Wire::new(stream, heads, limit);
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(wire), service)
                     .into_owned();

@@ -1522,6 +1522,17 @@ pub fn exchange(addr: SocketAddr, request: &[u8], deadline: Duration) -> std::io
     Ok(answer)
 }
 
+/// The [`Answer`] `wire` reads as, as if it had arrived and the connection then closed.
+#[cfg(test)]
+pub fn exchange_bytes(wire: &[u8]) -> Answer {
+    let mut answer = Answer::default();
+    if !matches!(parse(wire, &mut answer), Parsed::Complete) {
+        answer = Answer::default();
+        parse_at_close(wire, &mut answer);
+    }
+    answer
+}
+
 enum Parsed {
     Complete,
     Partial,
@@ -1567,6 +1578,7 @@ fn parse(received: &[u8], answer: &mut Answer) -> Parsed {
                 return Parsed::Complete;
             };
             if body.len() < len {
+                answer.body = body.to_vec();
                 return Parsed::Partial;
             }
             answer.body = body[..len].to_vec();
@@ -1723,23 +1735,22 @@ mod tests {
 
     #[test]
     fn responses_are_read_through_interim_answers_and_chunks() {
-        let mut answer = Answer::default();
-        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-        assert!(matches!(parse(wire, &mut answer), Parsed::Complete));
+        let answer = exchange_bytes(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        );
         assert_eq!(
-            (answer.status, answer.interim.as_slice()),
-            (Some(200), [100].as_slice())
+            (answer.status, answer.label().as_str()),
+            (Some(200), "100 then 200")
         );
         assert_eq!(answer.body, b"hello");
-        let mut partial = Answer::default();
-        assert!(matches!(
-            parse(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel",
-                &mut partial
-            ),
-            Parsed::Partial
-        ));
-        let mut old = Answer::default();
-        assert!(matches!(parse(b"<html>", &mut old), Parsed::NotHttp));
+        let cut = exchange_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel");
+        assert_eq!(
+            (cut.status, cut.body.as_slice()),
+            (Some(200), b"hel".as_slice())
+        );
+        let old = exchange_bytes(b"<html>HTTP/0.9 has no status line");
+        assert_eq!((old.status, old.label().as_str()), (None, "not HTTP/1.x"));
+        assert_eq!(exchange_bytes(b"").label(), "closed");
     }
 }
