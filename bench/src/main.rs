@@ -3,9 +3,12 @@
 //! It starts three `weir-echo` backends (weights 3:2:1), puts each proxy in front of them in
 //! turn with the same worker count, drives it with `wrk`, and reports throughput, latency,
 //! the proxy's CPU cost per request and its peak memory. The `failover` scenario instead kills
-//! and restarts one of three backends under load and reports each proxy's success rate. Run it
-//! through `bench/run`, which installs the peers and builds everything in release mode first.
+//! and restarts one of three backends under load and reports each proxy's success rate; the
+//! `battery` scenario sends malformed and ambiguous requests to each and tabulates what they
+//! refuse. Run it through `bench/run`, which installs the peers and builds everything in
+//! release mode first.
 
+mod battery;
 mod failover;
 mod procfs;
 mod procs;
@@ -76,6 +79,8 @@ enum Scenario {
     Stress,
     /// One of three backends SIGKILLed at 1/4 of the run and restarted at 1/2; success rates.
     Failover,
+    /// Malformed and ambiguous HTTP/1.1 requests: what each proxy refuses or lets through.
+    Battery,
 }
 
 impl fmt::Display for Scenario {
@@ -84,6 +89,7 @@ impl fmt::Display for Scenario {
             Self::Throughput => "throughput",
             Self::Stress => "stress",
             Self::Failover => "failover",
+            Self::Battery => "battery",
         })
     }
 }
@@ -188,6 +194,8 @@ impl Plan {
                 Scenario::Throughput => 10,
                 Scenario::Stress => 30,
                 Scenario::Failover => 20,
+                // Unused: the battery generates no load.
+                Scenario::Battery => 1,
             }),
             warmup_secs: args.warmup,
             backend_workers: args.backend_workers,
@@ -215,9 +223,17 @@ impl Plan {
     fn command_line(&self) -> String {
         let proxies: Vec<String> = self.proxies.iter().map(Proxy::to_string).collect();
         let scenario = self.scenario;
+        if scenario == Scenario::Battery {
+            // No load is generated: only the proxies and their worker count matter.
+            return format!(
+                "bench/run battery --proxies {} --workers {}",
+                proxies.join(","),
+                self.workers
+            );
+        }
         let rounds = match self.scenario {
             Scenario::Throughput => format!(" --rounds {}", self.rounds),
-            Scenario::Stress | Scenario::Failover => String::new(),
+            Scenario::Stress | Scenario::Failover | Scenario::Battery => String::new(),
         };
         format!(
             "bench/run {scenario} --proxies {} --workers {}{rounds} --threads {} --connections {} \
@@ -281,7 +297,7 @@ impl Tools {
         } else {
             None
         };
-        if which("wrk").is_none() {
+        if plan.scenario != Scenario::Battery && which("wrk").is_none() {
             bail!("wrk is not installed; run scripts/install-deps");
         }
         Ok(Self {
@@ -379,6 +395,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     if plan.scenario == Scenario::Failover {
         return failover::run(&plan, &tools, &tmp).await;
     }
+    if plan.scenario == Scenario::Battery {
+        return battery::run(&plan, &tools, &tmp).await;
+    }
 
     let mut backends = Vec::new();
     for (i, _) in WEIGHTS.iter().enumerate() {
@@ -430,7 +449,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             true
         }
         Scenario::Stress => print_stress(&plan, &runs),
-        Scenario::Failover => unreachable!("failover returned above"),
+        Scenario::Failover | Scenario::Battery => unreachable!("returned above"),
     };
     for backend in backends {
         backend.guard.stop(STOP_GRACE).await;
@@ -765,6 +784,13 @@ mod tests {
         assert!(Plan::new(&short).is_err());
         assert_eq!(peers.duration_secs, 3);
         assert!(Plan::new(&Args::parse_from(["weir-bench", "--connections", "1"])).is_err());
+
+        let battery = Plan::new(&Args::parse_from(["weir-bench", "battery"])).unwrap();
+        assert_eq!(battery.proxies, [Proxy::Weir, Proxy::Haproxy, Proxy::Nginx]);
+        assert_eq!(
+            battery.command_line(),
+            "bench/run battery --proxies weir,haproxy,nginx --workers 1"
+        );
     }
 
     #[test]

@@ -662,6 +662,7 @@ fn pick<'p>(
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
+        && !validate::is_h2c_upgrade(req)
         && req.headers().get_all(header::CONNECTION).iter().any(|v| {
             v.as_bytes()
                 .split(|b| *b == b',')

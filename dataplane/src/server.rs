@@ -41,6 +41,7 @@ use crate::proxy;
 use crate::settings::ProxySettings;
 use crate::state::State;
 use crate::stats::{Closed, ListenerStats};
+use crate::validate;
 
 /// Smallest read buffer hyper accepts.
 const MIN_BUF: usize = 8192;
@@ -206,11 +207,19 @@ impl Connection {
             }
         };
         let activity = Activity::new(protocol);
-        let io = TokioIo::new(Watched::new(stream, activity.clone(), slot));
+        // What hyper drops of each HTTP/1 head, read off the wire for validate::check.
+        let heads = validate::Heads::default();
+        let limit = settings.max_header_bytes.max(MIN_BUF);
+        let io = TokioIo::new(validate::Wire::new(
+            Watched::new(stream, activity.clone(), slot),
+            heads.clone(),
+            limit,
+        ));
         let service = {
             let (state, client, activity) =
                 (self.state.clone(), self.client.clone(), activity.clone());
-            service_fn(move |req: Request<Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
+                heads.attach(&mut req);
                 // Started here, not in the future: hyper calls this as it reads the head, and
                 // the connection task must never see the connection idle in between.
                 let started = activity.request();

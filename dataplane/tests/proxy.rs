@@ -19,6 +19,8 @@ mod admin;
 mod affinity;
 #[path = "proxy/balancing.rs"]
 mod balancing;
+#[path = "proxy/battery.rs"]
+mod battery;
 #[path = "proxy/blame.rs"]
 mod blame;
 #[path = "proxy/channel.rs"]
