@@ -45,7 +45,7 @@ impl Outcome {
     /// NGINX's own error pages have a body. (Weir's front is hyper too, so its bare errors
     /// are its own; it never sends raw client bytes to a target.)
     fn by_target_parser(&self) -> bool {
-        self.proxy != Proxy::Weir
+        !self.proxy.is_weir()
             && self.answer.status.is_some_and(|s| s >= 400)
             && self.reached == 0
             && self.answer.body.is_empty()
@@ -253,7 +253,24 @@ fn summary(plan: &Plan, cases: &[Case], results: &[Vec<Outcome>], weir: Option<u
         .iter()
         .filter(|row| !row[weir].let_through())
         .count();
-    println!("Weir refuses {refused} of {} cases", cases.len());
+    let alone: Vec<&str> = cases
+        .iter()
+        .zip(results)
+        .filter(|(_, row)| {
+            !row[weir].let_through()
+                && row
+                    .iter()
+                    .enumerate()
+                    .all(|(i, o)| i == weir || o.let_through())
+        })
+        .map(|(case, _)| case.name)
+        .collect();
+    println!(
+        "Weir refuses {refused} of {} cases, {} of them let through by every peer: {}",
+        cases.len(),
+        alone.len(),
+        alone.join(", ")
+    );
     ok
 }
 

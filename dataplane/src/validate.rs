@@ -64,11 +64,7 @@ pub fn check<B>(settings: &ProxySettings, req: &Request<B>) -> Result<(), ProxyE
     target(req.uri(), wire).map_err(ProxyError::BadRequest)?;
     host(req).map_err(ProxyError::BadRequest)?;
     framing(req.headers(), wire).map_err(ProxyError::BadRequest)?;
-    if req.version() == Version::HTTP_10 && req.headers().contains_key(header::UPGRADE) {
-        // RFC 9110 §7.8 asks a server to ignore it; HAProxy refuses it, and so does Weir.
-        return Err(ProxyError::BadRequest("Upgrade in an HTTP/1.0 request"));
-    }
-    fields(req.headers()).map_err(ProxyError::BadRequest)?;
+    fields(req.version(), req.headers()).map_err(ProxyError::BadRequest)?;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
@@ -291,8 +287,12 @@ pub fn framing(headers: &HeaderMap, wire: Option<&WireHead>) -> Result<(), &'sta
 }
 
 /// Field names: at most [`MAX_NAME_BYTES`], and no underscore spelling of a field Weir
-/// manages.
-pub fn fields(headers: &HeaderMap) -> Result<(), &'static str> {
+/// manages; no Upgrade in HTTP/1.0 (RFC 9110 §7.8 has a server ignore it there, where it
+/// cannot work; HAProxy refuses the request, and so does Weir).
+pub fn fields(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
+    if version == Version::HTTP_10 && headers.contains_key(header::UPGRADE) {
+        return Err("Upgrade in an HTTP/1.0 request");
+    }
     for name in headers.keys() {
         let name = name.as_str();
         if name.len() > MAX_NAME_BYTES {

@@ -253,7 +253,10 @@ impl Scanner {
             }
         };
         storage.clear();
-        self.partial = storage;
+        // A head that trickled in leaves no big buffer behind on a kept-alive connection.
+        if storage.capacity() <= 4096 {
+            self.partial = storage;
+        }
         used
     }
 
