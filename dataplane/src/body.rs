@@ -93,7 +93,8 @@ pub enum ResponseBody {
         inner: Incoming,
         /// In-flight accounting of the request.
         in_flight: InFlight,
-        /// The connection, returned to its pool once the body has been read to its end.
+        /// The connection, returned to its target's client once the body has been read to
+        /// its end.
         checkout: Option<Checkout>,
         /// The request's access-log line, sent when the body ends or is dropped.
         log: Option<Box<Pending>>,

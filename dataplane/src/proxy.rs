@@ -379,7 +379,7 @@ async fn forward(
         let sent = within(
             per_try,
             body_ended.as_deref(),
-            target.pool.send(request, limits),
+            target.client.send(request, limits),
         )
         .await;
         let done = Instant::now();
@@ -551,7 +551,7 @@ fn respond(
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             headers::strip_hop_by_hop(response.headers_mut(), true);
-            // The connection now belongs to the tunnel; it never returns to the pool.
+            // The connection now belongs to the tunnel; it never returns to its client.
             drop(checkout);
             let target_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {

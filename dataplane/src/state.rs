@@ -117,7 +117,7 @@ impl State {
         for pool in &self.snapshot.load().pools {
             pool.evaluate_panic(now);
             pool.rebalance(now);
-            pool.targets.iter().for_each(|t| t.pool.sweep());
+            pool.targets.iter().for_each(|t| t.client.sweep());
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::retry::Budget;
-use crate::upstream::{Limit, PoolCounters};
+use crate::upstream::{ConnectionCounters, Limit};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -27,7 +27,7 @@ pub struct TargetStats {
     pub address: SocketAddr,
     /// Requests sent and not yet finished (response body done or abandoned).
     pub active_requests: AtomicU64,
-    /// Open TCP connections to the target, shared with the target's connection pool.
+    /// Open TCP connections to the target, shared with the target's client.
     pub active_connections: Arc<AtomicU64>,
     /// Requests sent.
     pub requests: AtomicU64,
@@ -64,7 +64,7 @@ pub struct PoolStats {
     /// Times the pool entered panic mode.
     pub panics: AtomicU64,
     /// Connection counters shared by the pool's targets.
-    pub connections: Arc<PoolCounters>,
+    pub connections: Arc<ConnectionCounters>,
     /// Answers by the proxy itself (no usable target, timeouts, upstream failures), by status.
     pub proxy_errors: ErrorCounts,
     /// Time from the request's arrival to the response head.

@@ -1,10 +1,10 @@
-//! Connections to targets: one small pool per target.
+//! Connections to targets: one small client per target, a [`TargetClient`].
 //!
 //! hyper-util's pooled client keys a shared pool by scheme and authority, behind one lock,
 //! for every request. A load balancer already knows its target when it sends, so each target
-//! owns its pool: an idle stack of HTTP/1.1 connections (most recently used first, so warm
-//! connections stay warm and cold ones age out) or one shared HTTP/2 connection. Owning the
-//! pool also gives the proxy per-target connection counts, and the place where connection
+//! owns its connections: an idle stack of HTTP/1.1 connections (most recently used first, so warm
+//! connections stay warm and cold ones age out) or one shared HTTP/2 connection. Owning them
+//! also gives the proxy per-target connection counts, and the place where connection
 //! limits and health signals attach.
 
 use std::collections::VecDeque;
@@ -26,8 +26,8 @@ use crate::body::RequestBody;
 /// on another connection, at most this many times.
 const STALE_RETRIES: usize = 3;
 
-/// The settings that shape a target's connections; a reload that keeps them keeps the pool,
-/// and with it every idle keep-alive connection.
+/// The settings that shape a target's connections; a reload that keeps them keeps the
+/// client, and with it every idle keep-alive connection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientSettings {
     protocol: UpstreamProtocol,
@@ -36,27 +36,28 @@ pub struct ClientSettings {
     idle_timeout: Duration,
 }
 
-/// The connections to one target.
+/// The connections to one target: the idle HTTP/1.1 ones, or the shared HTTP/2 one.
 #[derive(Debug)]
-pub struct TargetPool {
+pub struct TargetClient {
     address: SocketAddr,
     settings: ClientSettings,
     idle: Mutex<VecDeque<IdleConnection>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     connections: Arc<AtomicU64>,
-    shared: Arc<PoolCounters>,
+    shared: Arc<ConnectionCounters>,
 }
 
-/// Counters shared by the targets of one pool, for the pool's circuit-breaker limits.
+/// Connection counters shared by the targets of one pool, for the pool's circuit-breaker
+/// limits.
 #[derive(Debug, Default)]
-pub struct PoolCounters {
+pub struct ConnectionCounters {
     /// Open connections to all the pool's targets.
     pub connections: AtomicU64,
     /// Requests waiting for a connection to be opened.
     pub pending: AtomicU64,
 }
 
-/// The pool's limits on connections, as [`TargetPool::send`] applies them.
+/// The pool's limits on connections, as [`TargetClient::send`] applies them.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
     /// Most open connections to all the pool's targets.
@@ -103,11 +104,11 @@ struct IdleConnection {
     since: Instant,
 }
 
-/// An HTTP/1.1 connection lent to one request; [`Checkout::release`] returns it to the pool
-/// once the response body has been read to its end.
+/// An HTTP/1.1 connection lent to one request; [`Checkout::release`] returns it to its
+/// client's idle stack once the response body has been read to its end.
 #[derive(Debug)]
 pub struct Checkout {
-    pool: Arc<TargetPool>,
+    client: Arc<TargetClient>,
     sender: http1::SendRequest<RequestBody>,
 }
 
@@ -157,14 +158,14 @@ impl UpstreamError {
     }
 }
 
-impl TargetPool {
-    /// An empty pool for `address`, counting open connections into `connections` and into
+impl TargetClient {
+    /// A client for `address` with no connection yet, counting open connections into `connections` and into
     /// the pool-wide `shared` counters.
     pub fn new(
         address: SocketAddr,
         settings: ClientSettings,
         connections: Arc<AtomicU64>,
-        shared: Arc<PoolCounters>,
+        shared: Arc<ConnectionCounters>,
     ) -> Self {
         Self {
             address,
@@ -176,7 +177,7 @@ impl TargetPool {
         }
     }
 
-    /// The settings this pool was built with.
+    /// The settings this client was built with.
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
     }
@@ -220,7 +221,7 @@ impl TargetPool {
                     return Ok((
                         response,
                         Checkout {
-                            pool: self.clone(),
+                            client: self.clone(),
                             sender,
                         },
                     ));
@@ -314,7 +315,7 @@ impl TargetPool {
     }
 
     /// Closes idle connections past the idle timeout; the rest of the time this happens as a
-    /// side effect of traffic, this is for pools that went quiet.
+    /// side effect of traffic, this is for targets that went quiet.
     pub fn sweep(&self) {
         self.expire(&mut self.idle());
     }
@@ -403,8 +404,8 @@ impl TargetPool {
 }
 
 impl Checkout {
-    /// Returns the connection to its pool for the next request.
+    /// Returns the connection to its client for the next request.
     pub fn release(self) {
-        self.pool.put_idle(self.sender);
+        self.client.put_idle(self.sender);
     }
 }

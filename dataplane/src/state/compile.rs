@@ -19,7 +19,7 @@ use crate::checker::Checker;
 use crate::health::{Policy, TargetHealth};
 use crate::router::Router;
 use crate::stats::{PoolStats, TargetStats};
-use crate::upstream::{ClientSettings, TargetPool};
+use crate::upstream::{ClientSettings, TargetClient};
 
 /// One immutable, compiled configuration.
 #[derive(Debug)]
@@ -62,7 +62,7 @@ pub struct TargetState {
     /// Counters of the target.
     pub stats: Arc<TargetStats>,
     /// Connections to the target.
-    pub pool: Arc<TargetPool>,
+    pub client: Arc<TargetClient>,
     /// Health of the target.
     pub health: Arc<TargetHealth>,
 }
@@ -112,7 +112,7 @@ struct PoolParts {
 #[derive(Debug)]
 struct TargetParts {
     stats: Arc<TargetStats>,
-    pool: Arc<TargetPool>,
+    client: Arc<TargetClient>,
     health: Arc<TargetHealth>,
     /// Boxed: most targets have none, and the map holds one entry per target.
     checker: Option<Box<Checker>>,
@@ -183,8 +183,8 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
         pool.targets
             .iter()
             .map(|t| {
-                let new_pool = |stats: &TargetStats| {
-                    Arc::new(TargetPool::new(
+                let new_client = |stats: &TargetStats| {
+                    Arc::new(TargetClient::new(
                         t.address,
                         settings.clone(),
                         stats.active_connections.clone(),
@@ -194,7 +194,7 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
                 let parts = part.targets.entry(t.address).or_insert_with(|| {
                     let stats = Arc::new(TargetStats::new(t.address));
                     TargetParts {
-                        pool: new_pool(&stats),
+                        client: new_client(&stats),
                         stats,
                         health: Arc::new(TargetHealth::new(
                             pool_name.clone(),
@@ -204,10 +204,10 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
                         checker: None,
                     }
                 });
-                if *parts.pool.settings() != settings {
-                    // New connection settings take a new pool; the old one's connections close
-                    // as their in-flight requests finish.
-                    parts.pool = new_pool(&parts.stats);
+                if *parts.client.settings() != settings {
+                    // New connection settings take a new client; the old one's connections
+                    // close as their in-flight requests finish.
+                    parts.client = new_client(&parts.stats);
                 }
                 parts.health.configure(&policy);
                 if parts.checker.as_ref().map(|c| &c.config) != policy.check.as_ref() {
@@ -223,7 +223,7 @@ fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
                     set_cookie: cookie
                         .map(|a| set_cookie(a.cookie_name(), cookie_id(t.address), a.ttl)),
                     stats: parts.stats.clone(),
-                    pool: parts.pool.clone(),
+                    client: parts.client.clone(),
                     health: parts.health.clone(),
                 }
             })
