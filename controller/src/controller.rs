@@ -43,12 +43,12 @@ use weir_api::channel::ChannelPool;
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
 
 use crate::dataplanes::DataPlanes;
-use crate::endpoints::{Slice, SliceIndex};
+use crate::endpoints::{SERVICE_NAME_LABEL, Slice, SliceIndex};
 use crate::hub::{self, Entry, Hub};
 use crate::leader::Role;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::status::{self, Facts};
-use crate::targets::{self, Backends, CompileError, Compiled, SERVICE_NAME_LABEL};
+use crate::targets::{self, Backends, CompileError, Compiled};
 use crate::trim;
 
 /// The field manager of status writes (server-side apply).

@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 
-use crate::targets::SERVICE_NAME_LABEL;
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What compiling a pool reads of an EndpointSlice.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_crds::{Backend, LoadBalancerPool, LoadBalancerPoolSpec, ServiceBackend};
 
-use crate::targets::SERVICE_NAME_LABEL;
+use crate::endpoints::SERVICE_NAME_LABEL;
 
 /// The namespace every fixture lives in.
 pub const NS: &str = "shop";

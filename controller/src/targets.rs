@@ -24,9 +24,6 @@ use weir_crds::{LoadBalancerPool, condition::reason};
 
 use crate::endpoints::Slice;
 
-/// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// The Services and EndpointSlices of one namespace that a pool's backends may name, as the
 /// controller's caches hold them. Objects of other namespaces are ignored when compiling.
 #[derive(Clone, Debug, Default)]
@@ -576,6 +573,7 @@ mod tests {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
 
     use super::*;
+    use crate::endpoints::SERVICE_NAME_LABEL;
     use crate::fixtures::{NS, ServiceExt, SliceExt, pool, service, slice, to_address, to_service};
 
     /// The slices as the controller's index holds them: namespace, Service and compact slice

@@ -18,9 +18,8 @@ mod pool;
 mod schema;
 mod status;
 
-pub use pool::{
-    Backend, LoadBalancerPool, LoadBalancerPoolSpec, MAX_BACKENDS, MAX_ROUTES, ServiceBackend,
-};
+pub use pool::{Backend, LoadBalancerPool, LoadBalancerPoolSpec, ServiceBackend};
+pub use schema::{MAX_BACKENDS, MAX_ROUTES};
 pub use status::{DataPlaneCounts, LoadBalancerPoolStatus, TargetCounts, condition};
 
 /// The command that regenerates the checked-in CRD, from the repository root.

@@ -12,11 +12,6 @@ use weir_api::{
 use crate::schema;
 use crate::status::LoadBalancerPoolStatus;
 
-/// Most backends a pool may name (the apiserver needs a bound to cost its validation rules).
-pub const MAX_BACKENDS: u32 = 64;
-/// Most routes a pool may take.
-pub const MAX_ROUTES: u32 = 64;
-
 /// What a user asks of a pool: the requests it takes, the backends they go to and how.
 ///
 /// Field names are those of the standalone data plane's pools file, except that `targets`

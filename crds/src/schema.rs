@@ -14,7 +14,10 @@
 use schemars::Schema;
 use serde_json::{Map, Value, json};
 
-use crate::pool::{MAX_BACKENDS, MAX_ROUTES};
+/// Most backends a pool may name (the apiserver needs a bound to cost its validation rules).
+pub const MAX_BACKENDS: u32 = 64;
+/// Most routes a pool may take.
+pub const MAX_ROUTES: u32 = 64;
 
 /// A DNS label (RFC 1123), as Kubernetes names most objects.
 pub(crate) const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
