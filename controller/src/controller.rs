@@ -47,6 +47,7 @@ use crate::endpoints::{SERVICE_NAME_LABEL, Slice, SliceIndex};
 use crate::hub::{self, Entry, Hub};
 use crate::leader::Role;
 use crate::metrics::{ErrorLabels, Metrics};
+use crate::pools::PoolIndex;
 use crate::status::{self, Facts};
 use crate::targets::{self, Backends, CompileError, Compiled};
 use crate::trim;
@@ -412,9 +413,11 @@ pub async fn run(
     let (pool_store, pool_writer) = reflector::store::<LoadBalancerPool>();
     let (services, service_writer) = reflector::store::<Service>();
     let slices = Arc::new(SliceIndex::new());
+    let by_service = Arc::new(PoolIndex::new());
 
     let pool_events = {
         let (hub, pool_store, synced_tx) = (hub.clone(), pool_store.clone(), synced_tx.clone());
+        let by_service = by_service.clone();
         watcher(
             api::<LoadBalancerPool>(&client, ns),
             watcher::Config::default(),
@@ -423,6 +426,7 @@ pub async fn run(
         .modify(trim::pool)
         .reflect(pool_writer)
         .inspect_ok(move |event| {
+            by_service.apply(event);
             Synced::mark(&synced_tx, Synced::POOLS, event);
             if matches!(event, watcher::Event::InitDone) {
                 // Pools deleted while the watch was down never get a Delete event.
@@ -542,32 +546,21 @@ pub async fn run(
         })
     };
 
-    let by_service = {
-        let pools = pool_store.clone();
-        move |namespace: Option<String>, service: Option<String>| {
-            let (Some(namespace), Some(service)) = (namespace, service) else {
-                return Vec::new();
-            };
-            pools
-                .state()
-                .into_iter()
-                .filter(|p| {
-                    p.namespace().as_deref() == Some(namespace.as_str())
-                        && p.spec.service_names().contains(&service.as_str())
-                })
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        }
-    };
-    let by_slice = by_service.clone();
+    // Pools that name the Service a Service or an EndpointSlice event is about.
+    let naming =
+        move |namespace: Option<String>, service: Option<String>| match (namespace, service) {
+            (Some(namespace), Some(service)) => by_service.naming(&namespace, &service),
+            _ => Vec::new(),
+        };
+    let naming_slice = naming.clone();
     let hub_for_removal = hub.clone();
     Controller::for_stream(pool_events, pool_store)
         .watches_stream(service_events, move |s: Service| {
-            by_service(s.metadata.namespace, s.metadata.name)
+            naming(s.metadata.namespace, s.metadata.name)
         })
         .watches_stream(slice_events, move |s: EndpointSlice| {
             let service = s.labels().get(SERVICE_NAME_LABEL).cloned();
-            by_slice(s.metadata.namespace, service)
+            naming_slice(s.metadata.namespace, service)
         })
         .reconcile_on(triggered)
         .run(reconcile, error_policy, ctx.clone())

@@ -9,10 +9,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
+
+use crate::relist::{Filing, Relisted};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -101,7 +103,7 @@ type SliceKey = (String, String);
 /// Every watched slice, compact, by Service.
 #[derive(Debug, Default)]
 pub struct SliceIndex {
-    inner: RwLock<Inner>,
+    inner: Relisted<Index>,
 }
 
 #[derive(Debug, Default)]
@@ -111,16 +113,8 @@ struct Index {
     service_of: HashMap<SliceKey, ServiceKey>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    current: Index,
-    /// A re-list in progress: built aside and swapped in whole at its end, as kube-runtime's
-    /// store does, so readers never see a half-listed cluster.
-    relisting: Option<Index>,
-}
-
-impl Index {
-    fn insert(&mut self, slice: &EndpointSlice) {
+impl Filing<EndpointSlice> for Index {
+    fn file(&mut self, slice: &EndpointSlice) {
         let Some((service, id)) = keys(slice) else {
             return;
         };
@@ -137,7 +131,7 @@ impl Index {
         self.service_of.insert(id, service);
     }
 
-    fn remove(&mut self, slice: &EndpointSlice) {
+    fn unfile(&mut self, slice: &EndpointSlice) {
         let Some((_, id)) = keys(slice) else {
             return;
         };
@@ -145,7 +139,9 @@ impl Index {
             self.remove_filed(&service, &id);
         }
     }
+}
 
+impl Index {
     fn remove_filed(&mut self, service: &ServiceKey, id: &SliceKey) {
         if let Some(slices) = self.by_service.get_mut(service) {
             slices.remove(&id.1);
@@ -178,30 +174,13 @@ impl SliceIndex {
 
     /// Follows one event of the slice watcher.
     pub fn apply(&self, event: &watcher::Event<EndpointSlice>) {
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        match event {
-            watcher::Event::Apply(slice) => inner.current.insert(slice),
-            watcher::Event::Delete(slice) => inner.current.remove(slice),
-            watcher::Event::Init => inner.relisting = Some(Index::default()),
-            watcher::Event::InitApply(slice) => {
-                inner
-                    .relisting
-                    .get_or_insert_with(Index::default)
-                    .insert(slice);
-            }
-            watcher::Event::InitDone => {
-                if let Some(listed) = inner.relisting.take() {
-                    inner.current = listed;
-                }
-            }
-        }
+        self.inner.apply(event);
     }
 
     /// The slices of Service `service` in `namespace`.
     pub fn slices(&self, namespace: &str, service: &str) -> Vec<Arc<Slice>> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner
-            .current
+        self.inner
+            .read()
             .by_service
             .get(&(namespace.to_owned(), service.to_owned()))
             .map(|slices| slices.values().cloned().collect())
@@ -210,8 +189,7 @@ impl SliceIndex {
 
     /// Slices held.
     pub fn len(&self) -> usize {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.current.service_of.len()
+        self.inner.read().service_of.len()
     }
 
     /// Whether no slice is held.

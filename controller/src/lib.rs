@@ -19,7 +19,8 @@
 //! - [`leader`]: the Lease election that picks the one replica writing status, and [`relay`],
 //!   which sends reports that reach the other replicas on to it.
 //! - [`trim`]: what the caches keep of each watched object; [`endpoints`]: EndpointSlices,
-//!   compact and indexed by Service.
+//!   compact and indexed by Service; [`pools`]: pools indexed by the Services they name; both
+//!   indexes follow their watcher through [`relist`].
 //! - [`config`] and [`metrics`]: the binary's flags and its Prometheus listener; [`serve`]:
 //!   the accept loop of both listeners.
 
@@ -32,7 +33,9 @@ pub mod endpoints;
 pub mod hub;
 pub mod leader;
 pub mod metrics;
+pub mod pools;
 pub mod relay;
+pub mod relist;
 pub mod serve;
 /// Label selectors, shared with the data plane, which checks its own at startup.
 pub use weir_api::selector;
