@@ -1,7 +1,8 @@
-//! The kube-runtime side: reflectors over LoadBalancerPools, Services and EndpointSlices, a
-//! `Controller` on pools that Services and slices map back to, and [`reconcile`], which
-//! compiles a pool with [`targets::compile`], stages it in the
-//! [`Hub`] and writes its status when it changes.
+//! The kube-runtime side: reflectors over LoadBalancerPools, Services and EndpointSlices
+//! ([`watches`]), a `Controller` on pools that Services and slices map back to, and
+//! [`reconcile`], which gathers what is known of a pool, decides with [`plan::plan`] (a pure
+//! function, where `targets::compile` runs) what to stage in the [`Hub`], what status to write
+//! and which Events to publish, and then does it. [`run`] reads as its steps.
 //!
 //! - Deleted pools: the reconciler never sees them; the `Controller` reports
 //!   `ObjectNotFound` for a deleted pool's last trigger, and [`run`] removes it from the hub
@@ -24,33 +25,35 @@
 //!   forgets what it wrote, since the next holder may write something else meanwhile.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::Controller;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use weir_api::channel::ChannelPool;
 use weir_crds::{LoadBalancerPool, LoadBalancerPoolStatus};
 
 use crate::dataplanes::DataPlanes;
 use crate::endpoints::{SERVICE_NAME_LABEL, Slice, SliceIndex};
-use crate::hub::{self, Entry, Hub};
+use crate::hub::{self, Hub};
 use crate::leader::Role;
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::pools::PoolIndex;
-use crate::status::{self, Facts};
-use crate::targets::{self, Backends, CompileError, Compiled};
-use crate::trim;
+use crate::status::Notice;
+use crate::targets::Backends;
+
+pub mod plan;
+pub mod watches;
+
+use plan::{Known, Plan, Written};
+use watches::{Caches, Synced, Watches};
 
 /// The field manager of status writes (server-side apply).
 pub const FIELD_MANAGER: &str = "weir-controller";
@@ -84,17 +87,6 @@ pub struct Context {
     /// The last status written per pool, so that a write the watch has not brought back yet
     /// is not repeated.
     written: Mutex<HashMap<String, Written>>,
-}
-
-/// A status this replica wrote.
-struct Written {
-    /// The pool's uid (a pool deleted and created again is another pool).
-    uid: String,
-    /// The pool's `resourceVersion` when the status was computed: while the cache still
-    /// holds that version, the watch has not brought the write back. Once it moves on, the
-    /// cache is the truth again, also when someone else wrote status since.
-    from_version: Option<String>,
-    status: LoadBalancerPoolStatus,
 }
 
 /// What the reconciler shares with the channel and the metrics listener.
@@ -168,49 +160,18 @@ impl Triggers {
     }
 }
 
-/// Bits of the caches that have synced, set by each reflector's first `InitDone`.
-///
-/// (kube-runtime's `Store::wait_until_ready` wakes only the last of several concurrent
-/// waiters, and the `Controller` is one; a tokio `watch` wakes them all.)
-struct Synced;
-
-impl Synced {
-    const POOLS: u8 = 1;
-    const SERVICES: u8 = 2;
-    const SLICES: u8 = 4;
-    const ALL: u8 = Self::POOLS | Self::SERVICES | Self::SLICES;
-
-    /// Sets `bit` in `synced` when `event` ends a (re-)list.
-    fn mark<K>(synced: &watch::Sender<u8>, bit: u8, event: &watcher::Event<K>) {
-        if matches!(event, watcher::Event::InitDone) {
-            tracing::debug!(bit, "cache synced");
-            synced.send_if_modified(|bits| {
-                let before = *bits;
-                *bits |= bit;
-                *bits != before
-            });
-        }
-    }
-
-    async fn wait(synced: &watch::Receiver<u8>, bits: u8) -> Result<(), Error> {
-        let mut synced = synced.clone();
-        synced
-            .wait_for(|b| b & bits == bits)
-            .await
-            .map(|_| ())
-            .map_err(|_| Error::CachesStopped)
-    }
-}
-
 impl Context {
     /// Waits for the Service and EndpointSlice caches: a pool compiled before they are synced
     /// would read as having no backends.
     async fn caches_synced(&self) -> Result<(), Error> {
-        Synced::wait(&self.synced, Synced::SERVICES | Synced::SLICES).await
+        Synced::wait(&self.synced, Synced::SERVICES | Synced::SLICES)
+            .await
+            .map_err(|_| Error::CachesStopped)
     }
 
-    /// Compiles `lbp` with the cached Services and slices of its namespace that it names.
-    fn compile(&self, lbp: &LoadBalancerPool) -> Result<Compiled, CompileError> {
+    /// What reconciling `lbp` would do, from the cached Services and slices of its namespace
+    /// that it names, what this replica wrote and what the data planes report.
+    fn plan(&self, lbp: &LoadBalancerPool, writes_status: bool) -> Plan {
         let namespace = lbp.namespace().unwrap_or_default();
         let names = lbp.spec.service_names();
         let services: Vec<Arc<Service>> = names
@@ -227,144 +188,104 @@ impl Context {
                 slices.iter().map(|s| (namespace.as_str(), *service, &**s))
             }),
         );
-        targets::compile(lbp, &backends)
+        let written = self.written().get(&plan::name(lbp)).cloned();
+        plan::plan(&Known {
+            pool: lbp,
+            backends: &backends,
+            writes_status,
+            written: written.as_ref(),
+            data_planes: &self.data_planes,
+            instant: Instant::now(),
+            now: k8s_openapi::jiff::Timestamp::now(),
+        })
     }
 
-    /// Stages a compiled pool in the hub; a pool that failed to compile keeps its last good
-    /// version there.
-    fn stage(&self, lbp: &LoadBalancerPool, compiled: &Result<Compiled, CompileError>) {
-        if let Ok(compiled) = compiled {
-            self.hub.stage(
-                &compiled.pool.name,
-                Some(Entry {
-                    pool: ChannelPool {
-                        generation: lbp.metadata.generation.unwrap_or_default(),
-                        pool: compiled.pool.clone(),
-                    },
-                    labels: lbp.labels().clone(),
-                }),
-            );
+    /// Does what `plan` says: stages the pool for the data planes, then writes its status
+    /// and, once written, remembers it and publishes the Events.
+    async fn apply(&self, lbp: &LoadBalancerPool, plan: Plan) -> Result<(), Error> {
+        if let Some(entry) = plan.publish {
+            let name = entry.pool.pool.name.clone();
+            self.hub.stage(&name, Some(entry));
+        }
+        let Some(write) = plan.write else {
+            return Ok(());
+        };
+        self.write_status(lbp, &write.written.status).await?;
+        self.written().insert(plan::name(lbp), write.written);
+        self.publish_events(lbp, write.events).await;
+        Ok(())
+    }
+
+    /// Writes `status` into the pool's status subresource (server-side apply).
+    async fn write_status(
+        &self,
+        lbp: &LoadBalancerPool,
+        status: &LoadBalancerPoolStatus,
+    ) -> Result<(), Error> {
+        let name = plan::name(lbp);
+        let api: Api<LoadBalancerPool> =
+            Api::namespaced(self.client.clone(), &lbp.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": LoadBalancerPool::api_version(&()),
+            "kind": LoadBalancerPool::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &lbp.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            pool: name.clone(),
+            source,
+        })?;
+        self.metrics.status_writes.inc();
+        tracing::info!(
+            pool = %name,
+            generation = lbp.metadata.generation.unwrap_or_default(),
+            targets = ?status.targets,
+            data_planes = ?status.data_planes,
+            conditions = %conditions_text(status),
+            "status written"
+        );
+        Ok(())
+    }
+
+    /// Publishes `notices` as Events about the pool; one that cannot be published is logged.
+    async fn publish_events(&self, lbp: &LoadBalancerPool, notices: Vec<Notice>) {
+        let reference = lbp.object_ref(&());
+        for notice in notices {
+            let event = Event {
+                type_: if notice.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: notice.reason.to_owned(),
+                note: Some(notice.note),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(pool = %plan::name(lbp), error = %e, "cannot publish an event");
+            }
         }
     }
 
-    fn forget(&self, name: &str) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-    }
-
-    fn forget_all(&self) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Compiles the pool, stages it for the data planes, and writes its status if it changed.
+/// Plans what the pool calls for and does it: stages it for the data planes, and writes its
+/// status if it changed (when this replica writes status).
 pub async fn reconcile(lbp: Arc<LoadBalancerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
     ctx.caches_synced().await?;
-    let namespace = lbp.namespace().unwrap_or_default();
-    let name = format!("{namespace}/{}", lbp.name_any());
-    let generation = lbp.metadata.generation.unwrap_or_default();
-    let compiled = ctx.compile(&lbp);
-    ctx.stage(&lbp, &compiled);
-    if !ctx.role.borrow().writes_status(Instant::now()) {
-        return Ok(Action::requeue(RESYNC));
-    }
-
-    let targets: Vec<SocketAddr> = match &compiled {
-        Ok(c) => c.pool.targets.iter().map(|t| t.address).collect(),
-        Err(_) => ctx
-            .hub
-            .get(&name)
-            .map(|e| e.pool.pool.targets.iter().map(|t| t.address).collect())
-            .unwrap_or_default(),
-    };
-    let seen = ctx
-        .data_planes
-        .observe(&name, lbp.labels(), generation, &targets, Instant::now());
-    let uid = lbp.uid().unwrap_or_default();
-    let version = lbp.metadata.resource_version.clone();
-    let previous = {
-        let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
-        match written.get(&name) {
-            Some(w) if w.uid == uid && w.from_version == version => Some(w.status.clone()),
-            _ => lbp.status.clone(),
-        }
-    };
-    let routes = lbp.spec.routes_summary();
-    let facts = Facts {
-        generation,
-        routes: &routes,
-        compiled: compiled.as_ref().map(|c| &c.report),
-        seen: &seen,
-    };
-    let next = status::desired(
-        &facts,
-        previous.as_ref(),
-        k8s_openapi::jiff::Timestamp::now(),
-    );
-    if previous.as_ref() == Some(&next) {
-        return Ok(Action::requeue(RESYNC));
-    }
-
-    let api: Api<LoadBalancerPool> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": LoadBalancerPool::api_version(&()),
-        "kind": LoadBalancerPool::kind(&()),
-        "status": next,
-    });
-    api.patch_status(
-        &lbp.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        pool: name.clone(),
-        source,
-    })?;
-    ctx.metrics.status_writes.inc();
-    tracing::info!(
-        pool = %name,
-        generation,
-        targets = ?next.targets,
-        data_planes = ?next.data_planes,
-        conditions = %conditions_text(&next),
-        "status written"
-    );
-    let notices = status::notices(previous.as_ref(), &next);
-    ctx.written
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            name.clone(),
-            Written {
-                uid,
-                from_version: version,
-                status: next,
-            },
-        );
-    let reference = lbp.object_ref(&());
-    for notice in notices {
-        let event = Event {
-            type_: if notice.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: notice.reason.to_owned(),
-            note: Some(notice.note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(pool = %name, error = %e, "cannot publish an event");
-        }
-    }
+    let writes_status = ctx.role.borrow().writes_status(Instant::now());
+    let plan = ctx.plan(&lbp, writes_status);
+    ctx.apply(&lbp, plan).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -390,175 +311,66 @@ pub async fn run(
     triggered: impl Stream<Item = ObjectRef<LoadBalancerPool>> + Send + 'static,
     ready: watch::Sender<bool>,
 ) {
-    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
+    let (caches, watches) = watches::start(&client, namespace.as_deref(), &shared.hub);
+    let ctx = Arc::new(context(client, &shared, &caches));
+    let background = [
+        tokio::spawn(follow_role(
+            shared.role.clone(),
+            ctx.clone(),
+            caches.pools.clone(),
+            shared.triggers.clone(),
+        )),
+        tokio::spawn(commit_changes(shared.clone())),
+        tokio::spawn(expire_data_planes(shared)),
+        tokio::spawn(prime_hub(ctx.clone(), caches.clone(), ready)),
+    ];
+    control(watches, caches, triggered, ctx).await;
+    for task in background {
+        task.abort();
     }
-    let ns = namespace.as_deref();
-    let Shared {
-        hub,
-        data_planes,
-        metrics,
-        triggers,
-        role,
-    } = shared;
+}
 
-    let (synced_tx, synced) = watch::channel(0u8);
-    let synced_tx = Arc::new(synced_tx);
-    let (pool_store, pool_writer) = reflector::store::<LoadBalancerPool>();
-    let (services, service_writer) = reflector::store::<Service>();
-    let slices = Arc::new(SliceIndex::new());
-    let by_service = Arc::new(PoolIndex::new());
-
-    let pool_events = {
-        let (hub, pool_store, synced_tx) = (hub.clone(), pool_store.clone(), synced_tx.clone());
-        let by_service = by_service.clone();
-        watcher(
-            api::<LoadBalancerPool>(&client, ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(trim::pool)
-        .reflect(pool_writer)
-        .inspect_ok(move |event| {
-            by_service.apply(event);
-            Synced::mark(&synced_tx, Synced::POOLS, event);
-            if matches!(event, watcher::Event::InitDone) {
-                // Pools deleted while the watch was down never get a Delete event.
-                hub.sweep(|name| {
-                    name.split_once('/').is_some_and(|(ns, name)| {
-                        pool_store.get(&ObjectRef::new(name).within(ns)).is_some()
-                    })
-                });
-            }
-        })
-        .touched_objects()
-    };
-    let service_events = {
-        let synced_tx = synced_tx.clone();
-        watcher(api::<Service>(&client, ns), watcher::Config::default())
-            .default_backoff()
-            .modify(trim::service)
-            .reflect(service_writer)
-            .inspect_ok(move |event| Synced::mark(&synced_tx, Synced::SERVICES, event))
-            .touched_objects()
-    };
-    let slice_events = {
-        let (synced_tx, slices) = (synced_tx.clone(), slices.clone());
-        watcher(
-            api::<EndpointSlice>(&client, ns),
-            // Slices are the big objects (up to 100 endpoints each, 1,000 by default): smaller
-            // pages bound what a (re-)list holds at once, at the cost of a few more requests.
-            watcher::Config::default()
-                .labels(SERVICE_NAME_LABEL)
-                .page_size(100),
-        )
-        .default_backoff()
-        .inspect_ok(move |event| {
-            slices.apply(event);
-            Synced::mark(&synced_tx, Synced::SLICES, event);
-        })
-        .touched_objects()
-    };
-
+/// The reconciler's context, with a recorder that names this controller (and its Pod).
+fn context(client: Client, shared: &Shared, caches: &Caches) -> Context {
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context {
+    Context {
         client: client.clone(),
-        hub: hub.clone(),
-        data_planes: data_planes.clone(),
-        services: services.clone(),
-        slices: slices.clone(),
+        hub: shared.hub.clone(),
+        data_planes: shared.data_planes.clone(),
+        services: caches.services.clone(),
+        slices: caches.slices.clone(),
         recorder: Recorder::new(client, reporter),
-        metrics: metrics.clone(),
-        synced: synced.clone(),
-        role: role.clone(),
+        metrics: shared.metrics.clone(),
+        synced: caches.synced.clone(),
+        role: shared.role.clone(),
         written: Mutex::new(HashMap::new()),
-    });
-    let leadership = tokio::spawn(follow_role(
-        role,
-        ctx.clone(),
-        pool_store.clone(),
-        triggers.clone(),
-    ));
+    }
+}
 
-    let committer = {
-        let (hub, data_planes, metrics) = (hub.clone(), data_planes.clone(), metrics.clone());
-        tokio::spawn(async move {
-            hub.coalesce(hub::QUIET, hub::MAX_DELAY, |revisions, staged| {
-                metrics.revision.set(*revisions.end());
-                metrics.pools.set(gauge(hub.names().len()));
-                data_planes.committed(revisions, staged);
-            })
-            .await;
-        })
-    };
-    let expiry = {
-        let (hub, data_planes, metrics, triggers) = (
-            hub.clone(),
-            data_planes.clone(),
-            metrics.clone(),
-            triggers.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(EXPIRE_EVERY);
-            loop {
-                tick.tick().await;
-                let now = Instant::now();
-                for (id, selector) in data_planes.expire(now) {
-                    tracing::info!(data_plane = %id, "data plane gone: no stream and no report for 30 s");
-                    triggers.pools(hub.selected(&selector));
-                }
-                metrics.data_planes.set(gauge(data_planes.connected(now)));
-                for took in data_planes.converged(now, |r| hub.issued(r)) {
-                    metrics.convergence.observe(took.as_secs_f64());
-                }
-            }
-        })
-    };
-    let priming = {
-        let (ctx, pool_store) = (ctx.clone(), pool_store.clone());
-        tokio::spawn(async move {
-            if Synced::wait(&synced, Synced::ALL).await.is_err() {
-                return;
-            }
-            let pools = pool_store.state();
-            for lbp in &pools {
-                let compiled = ctx.compile(lbp);
-                ctx.stage(lbp, &compiled);
-            }
-            ctx.hub.commit();
-            ctx.metrics.revision.set(ctx.hub.revision());
-            ctx.metrics.pools.set(gauge(ctx.hub.names().len()));
-            tracing::info!(
-                pools = pools.len(),
-                revision = ctx.hub.revision(),
-                "caches synced and pools compiled; serving data planes"
-            );
-            let _ = ready.send(true);
-        })
-    };
-
-    // Pools that name the Service a Service or an EndpointSlice event is about.
+/// Runs kube-runtime's `Controller` until the watches end: on every pool, on the pools that
+/// name a Service or an EndpointSlice's Service that changed, and on the pools `triggered`
+/// names (data planes reported on them).
+async fn control(
+    watches: Watches,
+    caches: Caches,
+    triggered: impl Stream<Item = ObjectRef<LoadBalancerPool>> + Send + 'static,
+    ctx: Arc<Context>,
+) {
+    let by_service = caches.by_service;
     let naming =
         move |namespace: Option<String>, service: Option<String>| match (namespace, service) {
             (Some(namespace), Some(service)) => by_service.naming(&namespace, &service),
             _ => Vec::new(),
         };
     let naming_slice = naming.clone();
-    let hub_for_removal = hub.clone();
-    Controller::for_stream(pool_events, pool_store)
-        .watches_stream(service_events, move |s: Service| {
+    Controller::for_stream(watches.pools, caches.pools)
+        .watches_stream(watches.services, move |s: Service| {
             naming(s.metadata.namespace, s.metadata.name)
         })
-        .watches_stream(slice_events, move |s: EndpointSlice| {
+        .watches_stream(watches.slices, move |s: EndpointSlice| {
             let service = s.labels().get(SERVICE_NAME_LABEL).cloned();
             naming_slice(s.metadata.namespace, service)
         })
@@ -567,27 +379,93 @@ pub async fn run(
         .for_each(|result| {
             match result {
                 Ok(_) => {}
-                Err(controller::Error::ObjectNotFound(gone)) => {
-                    let name = match &gone.namespace {
-                        Some(ns) => format!("{ns}/{}", gone.name),
-                        None => gone.name.clone(),
-                    };
-                    if hub_for_removal.get(&name).is_some() {
-                        tracing::info!(pool = %name, "pool deleted; removing it from the data planes");
-                    }
-                    hub_for_removal.stage(&name, None);
-                    ctx.forget(&name);
-                }
+                Err(controller::Error::ObjectNotFound(gone)) => remove_deleted(&ctx, &gone),
                 Err(controller::Error::ReconcilerFailed(..)) => {}
                 Err(e) => tracing::warn!(error = %e, "controller error"),
             }
             std::future::ready(())
         })
         .await;
-    committer.abort();
-    expiry.abort();
-    priming.abort();
-    leadership.abort();
+}
+
+/// Removes a pool the `Controller` found deleted from the data planes, and forgets its
+/// status.
+fn remove_deleted(ctx: &Context, gone: &ObjectRef<kube::core::DynamicObject>) {
+    let name = match &gone.namespace {
+        Some(ns) => format!("{ns}/{}", gone.name),
+        None => gone.name.clone(),
+    };
+    if ctx.hub.get(&name).is_some() {
+        tracing::info!(pool = %name, "pool deleted; removing it from the data planes");
+    }
+    ctx.hub.stage(&name, None);
+    ctx.written().remove(&name);
+}
+
+/// Commits what is staged in the hub, coalesced, and tells the data planes' convergence
+/// clock.
+async fn commit_changes(shared: Shared) {
+    let Shared {
+        hub,
+        data_planes,
+        metrics,
+        ..
+    } = shared;
+    hub.coalesce(hub::QUIET, hub::MAX_DELAY, |revisions, staged| {
+        metrics.revision.set(*revisions.end());
+        metrics.pools.set(gauge(hub.names().len()));
+        data_planes.committed(revisions, staged);
+    })
+    .await;
+}
+
+/// Every [`EXPIRE_EVERY`]: forgets data planes that went away (reconciling the pools they
+/// selected), and counts the connected ones and the changes they converged on.
+async fn expire_data_planes(shared: Shared) {
+    let Shared {
+        hub,
+        data_planes,
+        metrics,
+        triggers,
+        ..
+    } = shared;
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for (id, selector) in data_planes.expire(now) {
+            tracing::info!(data_plane = %id, "data plane gone: no stream and no report for 30 s");
+            triggers.pools(hub.selected(&selector));
+        }
+        metrics.data_planes.set(gauge(data_planes.connected(now)));
+        for took in data_planes.converged(now, |r| hub.issued(r)) {
+            metrics.convergence.observe(took.as_secs_f64());
+        }
+    }
+}
+
+/// Once every cache has synced, compiles every pool into the hub and commits it, then sets
+/// `ready`: data planes are served a whole snapshot, never a partial one.
+async fn prime_hub(ctx: Arc<Context>, caches: Caches, ready: watch::Sender<bool>) {
+    if Synced::wait(&caches.synced, Synced::ALL).await.is_err() {
+        return;
+    }
+    let pools = caches.pools.state();
+    for lbp in &pools {
+        if let Some(entry) = ctx.plan(lbp, false).publish {
+            let name = entry.pool.pool.name.clone();
+            ctx.hub.stage(&name, Some(entry));
+        }
+    }
+    ctx.hub.commit();
+    ctx.metrics.revision.set(ctx.hub.revision());
+    ctx.metrics.pools.set(gauge(ctx.hub.names().len()));
+    tracing::info!(
+        pools = pools.len(),
+        revision = ctx.hub.revision(),
+        "caches synced and pools compiled; serving data planes"
+    );
+    let _ = ready.send(true);
 }
 
 /// Follows this replica's [`Role`]: when it starts writing status (at once, or after the
@@ -605,15 +483,11 @@ async fn follow_role(
         let writes = current.writes_status(Instant::now());
         ctx.metrics.leader.set(i64::from(current.is_leader()));
         if writes && !writing {
-            let names: Vec<String> = pools
-                .state()
-                .iter()
-                .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-                .collect();
+            let names: Vec<String> = pools.state().iter().map(|p| plan::name(p)).collect();
             tracing::info!(pools = names.len(), "writing status from now on");
             triggers.pools(names);
         } else if !writes && writing {
-            ctx.forget_all();
+            ctx.written().clear();
         }
         writing = writes;
         let warming = match current {

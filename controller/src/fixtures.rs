@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_crds::{Backend, LoadBalancerPool, LoadBalancerPoolSpec, ServiceBackend};
 
-use crate::endpoints::SERVICE_NAME_LABEL;
+use crate::endpoints::{SERVICE_NAME_LABEL, Slice};
+use crate::targets::Backends;
 
 /// The namespace every fixture lives in.
 pub const NS: &str = "shop";
@@ -164,4 +165,33 @@ pub fn to_address(address: &str, weight: u32) -> Backend {
         address: Some(address.to_owned()),
         weight,
     }
+}
+
+/// The slices as the controller's index holds them: namespace, Service and compact slice
+/// (slices without the Service label are not indexed).
+pub fn compact(slices: &[EndpointSlice]) -> Vec<(String, String, Slice)> {
+    slices
+        .iter()
+        .filter_map(|s| {
+            let service = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+            Some((
+                s.metadata.namespace.clone()?,
+                service.clone(),
+                Slice::from(s),
+            ))
+        })
+        .collect()
+}
+
+/// What compiling reads of `services` and the compact `slices`.
+pub fn backends<'a>(
+    services: &'a [Service],
+    slices: &'a [(String, String, Slice)],
+) -> Backends<'a> {
+    Backends::new(
+        services,
+        slices
+            .iter()
+            .map(|(ns, svc, s)| (ns.as_str(), svc.as_str(), s)),
+    )
 }

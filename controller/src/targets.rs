@@ -568,41 +568,13 @@ fn count(n: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::{Int, String as Named};
 
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-
     use super::*;
-    use crate::endpoints::SERVICE_NAME_LABEL;
-    use crate::fixtures::{NS, ServiceExt, SliceExt, pool, service, slice, to_address, to_service};
-
-    /// The slices as the controller's index holds them: namespace, Service and compact slice
-    /// (slices without the Service label are not indexed).
-    fn compact(slices: &[EndpointSlice]) -> Vec<(String, String, Slice)> {
-        slices
-            .iter()
-            .filter_map(|s| {
-                let service = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-                Some((
-                    s.metadata.namespace.clone()?,
-                    service.clone(),
-                    Slice::from(s),
-                ))
-            })
-            .collect()
-    }
-
-    fn backends<'a>(
-        services: &'a [Service],
-        slices: &'a [(String, String, Slice)],
-    ) -> Backends<'a> {
-        Backends::new(
-            services,
-            slices
-                .iter()
-                .map(|(ns, svc, s)| (ns.as_str(), svc.as_str(), s)),
-        )
-    }
+    use crate::fixtures::{
+        NS, ServiceExt, SliceExt, backends, compact, pool, service, slice, to_address, to_service,
+    };
 
     fn compile_with(
         lbp: &LoadBalancerPool,
