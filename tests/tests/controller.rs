@@ -866,7 +866,7 @@ async fn replicas_elect_one_status_writer_and_hand_over_when_it_stops() -> TestR
         "lease: programmed with both data planes after {took:.2?}: {}",
         describe(&status)
     );
-    assert!(writes(&scene.controller).await.is_some_and(|n| n > 0.0));
+    has_written_status(&scene.controller, "the leader").await;
     assert_eq!(
         writes(&other).await,
         Some(0.0),
@@ -920,7 +920,7 @@ async fn replicas_elect_one_status_writer_and_hand_over_when_it_stops() -> TestR
         changed.elapsed(),
         describe(&status)
     );
-    assert!(writes(&other).await.is_some_and(|n| n > 0.0));
+    has_written_status(&other, "the new leader").await;
     for plane in [&on_follower, &rejoined] {
         let tally = plane.tally("/", 100).await;
         assert_eq!(tally.failures, 0, "{}: {tally}", plane.id);
@@ -948,6 +948,22 @@ async fn writes(controller: &Controller) -> Option<f64> {
     controller
         .metric("weir_controller_status_writes_total")
         .await
+}
+
+/// Waits until `controller` (`who`) counts a status write. The count moves once the API
+/// server has answered the write, so a status read back can be seen before it moves.
+async fn has_written_status(controller: &Controller, who: &str) {
+    eventually(
+        &format!("{who} counts its status writes"),
+        STATUS_BOUND,
+        || async {
+            match writes(controller).await {
+                Some(n) if n > 0.0 => Ok(()),
+                v => Err(format!("weir_controller_status_writes_total {v:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 /// A data plane `id` following `controller` with the static token.
