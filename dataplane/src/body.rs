@@ -95,7 +95,7 @@ pub enum ResponseBody {
         in_flight: InFlight,
         /// The connection, returned to its target's client once the body has been read to
         /// its end.
-        checkout: Option<Checkout>,
+        checkout: Option<Checkout<RequestBody>>,
         /// The request's access-log line, sent when the body ends or is dropped.
         log: Option<Box<Pending>>,
     },

@@ -537,7 +537,7 @@ impl Tried {
 /// fields removed, and either a tunnel (101) or the body streamed through.
 fn respond(
     mut response: Response<Incoming>,
-    checkout: Option<Checkout>,
+    checkout: Option<Checkout<RequestBody>>,
     in_flight: InFlight,
     set_cookie: Option<&HeaderValue>,
     request_id: &HeaderValue,

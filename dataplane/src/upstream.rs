@@ -2,10 +2,13 @@
 //!
 //! hyper-util's pooled client keys a shared pool by scheme and authority, behind one lock,
 //! for every request. A load balancer already knows its target when it sends, so each target
-//! owns its connections: an idle stack of HTTP/1.1 connections (most recently used first, so warm
-//! connections stay warm and cold ones age out) or one shared HTTP/2 connection. Owning them
-//! also gives the proxy per-target connection counts, and the place where connection
+//! owns its connections: an idle stack of HTTP/1.1 connections (most recently used first, so
+//! warm connections stay warm and cold ones age out) or one shared HTTP/2 connection. Owning
+//! them also gives the proxy per-target connection counts, and the place where connection
 //! limits and health signals attach.
+//!
+//! The client is generic over the request body it sends ([`SendBody`]): what it knows of a
+//! request is how to get it to its target, so it depends on nothing else of the proxy.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,18 +16,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use weir_api::{Pool, UpstreamProtocol};
 
-use crate::body::RequestBody;
-
 /// A request that never left because its pooled connection had just closed is sent again
 /// on another connection, at most this many times.
 const STALE_RETRIES: usize = 3;
+
+/// A request body a [`TargetClient`] can send: one hyper's client connections stream, and
+/// that can move between tasks.
+pub trait SendBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
 
 /// The settings that shape a target's connections; a reload that keeps them keeps the
 /// client, and with it every idle keep-alive connection.
@@ -38,11 +48,11 @@ pub struct ClientSettings {
 
 /// The connections to one target: the idle HTTP/1.1 ones, or the shared HTTP/2 one.
 #[derive(Debug)]
-pub struct TargetClient {
+pub struct TargetClient<B> {
     address: SocketAddr,
     settings: ClientSettings,
-    idle: Mutex<VecDeque<IdleConnection>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    idle: Mutex<VecDeque<IdleConnection<B>>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<B>>>,
     connections: Arc<AtomicU64>,
     shared: Arc<ConnectionCounters>,
 }
@@ -91,25 +101,25 @@ impl Limit {
 /// A failed send: what went wrong and, when the request never left, the request itself, so
 /// that it can go to another target whatever its method and body.
 #[derive(Debug)]
-pub struct SendError {
+pub struct SendError<B> {
     /// What went wrong.
     pub error: UpstreamError,
     /// The request, when the target saw nothing of it.
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: Option<Request<B>>,
 }
 
 #[derive(Debug)]
-struct IdleConnection {
-    sender: http1::SendRequest<RequestBody>,
+struct IdleConnection<B> {
+    sender: http1::SendRequest<B>,
     since: Instant,
 }
 
 /// An HTTP/1.1 connection lent to one request; [`Checkout::release`] returns it to its
 /// client's idle stack once the response body has been read to its end.
 #[derive(Debug)]
-pub struct Checkout {
-    client: Arc<TargetClient>,
-    sender: http1::SendRequest<RequestBody>,
+pub struct Checkout<B> {
+    client: Arc<TargetClient<B>>,
+    sender: http1::SendRequest<B>,
 }
 
 /// Why a request could not be exchanged with a target.
@@ -135,6 +145,14 @@ pub enum UpstreamError {
     Overflow(Limit),
 }
 
+impl<B> SendBody for B where
+    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 impl ClientSettings {
     /// The connection settings `pool` asks for.
     pub fn of(pool: &Pool) -> Self {
@@ -158,7 +176,7 @@ impl UpstreamError {
     }
 }
 
-impl TargetClient {
+impl<B: SendBody> TargetClient<B> {
     /// A client for `address` with no connection yet, counting open connections into `connections` and into
     /// the pool-wide `shared` counters.
     pub fn new(
@@ -186,9 +204,9 @@ impl TargetClient {
     /// body is done (HTTP/1.1 only; HTTP/2 streams share one connection).
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        req: Request<B>,
         limits: ConnectionLimits,
-    ) -> Result<(Response<Incoming>, Option<Checkout>), SendError> {
+    ) -> Result<(Response<Incoming>, Option<Checkout<B>>), SendError<B>> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => self.send_h1(req, limits).await.map(|(r, c)| (r, Some(c))),
             UpstreamProtocol::Http2 => self.send_h2(req, limits).await.map(|r| (r, None)),
@@ -197,9 +215,9 @@ impl TargetClient {
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: Request<B>,
         limits: ConnectionLimits,
-    ) -> Result<(Response<Incoming>, Checkout), SendError> {
+    ) -> Result<(Response<Incoming>, Checkout<B>), SendError<B>> {
         for _ in 0..STALE_RETRIES {
             let mut sender = match self.take_idle() {
                 Some(sender) => sender,
@@ -247,9 +265,9 @@ impl TargetClient {
 
     async fn send_h2(
         &self,
-        req: Request<RequestBody>,
+        req: Request<B>,
         limits: ConnectionLimits,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, SendError<B>> {
         let shared = {
             let mut shared = self.h2.lock().await;
             match shared.as_ref() {
@@ -290,7 +308,7 @@ impl TargetClient {
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+    fn take_idle(&self) -> Option<http1::SendRequest<B>> {
         let mut idle = self.idle();
         while let Some(c) = idle.pop_back() {
             if c.since.elapsed() < self.settings.idle_timeout && !c.sender.is_closed() {
@@ -300,7 +318,7 @@ impl TargetClient {
         None
     }
 
-    fn put_idle(&self, sender: http1::SendRequest<RequestBody>) {
+    fn put_idle(&self, sender: http1::SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
@@ -320,7 +338,7 @@ impl TargetClient {
         self.expire(&mut self.idle());
     }
 
-    fn expire(&self, idle: &mut VecDeque<IdleConnection>) {
+    fn expire(&self, idle: &mut VecDeque<IdleConnection<B>>) {
         // Oldest first: the stack's bottom ages while the top serves traffic.
         while idle.front().is_some_and(|c| {
             c.since.elapsed() >= self.settings.idle_timeout || c.sender.is_closed()
@@ -356,7 +374,7 @@ impl TargetClient {
     async fn connect_h1(
         &self,
         limits: ConnectionLimits,
-    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    ) -> Result<http1::SendRequest<B>, UpstreamError> {
         let io = self.connect(limits).await?;
         let (sender, connection) = http1::handshake(io)
             .await
@@ -368,7 +386,7 @@ impl TargetClient {
     async fn connect_h2(
         &self,
         limits: ConnectionLimits,
-    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    ) -> Result<http2::SendRequest<B>, UpstreamError> {
         let io = self.connect(limits).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -398,14 +416,137 @@ impl TargetClient {
         });
     }
 
-    fn idle(&self) -> MutexGuard<'_, VecDeque<IdleConnection>> {
+    fn idle(&self) -> MutexGuard<'_, VecDeque<IdleConnection<B>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Checkout {
+impl<B: SendBody> Checkout<B> {
     /// Returns the connection to its client for the next request.
     pub fn release(self) {
         self.client.put_idle(self.sender);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+    use weir_api::PoolsFile;
+
+    use super::*;
+
+    /// A target on loopback answering every request with its body, over keep-alive.
+    async fn echo_target() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let echo = service_fn(|req: Request<Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>(Response::new(Full::new(body)))
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), echo)
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    fn settings() -> ClientSettings {
+        let file: PoolsFile = serde_yaml::from_str(
+            "pools:\n  - name: web\n    targets: [{ address: 127.0.0.1:9 }]\n",
+        )
+        .unwrap();
+        ClientSettings::of(&file.pools[0])
+    }
+
+    const NO_LIMITS: ConnectionLimits = ConnectionLimits {
+        max_connections: u64::MAX,
+        max_pending: u64::MAX,
+    };
+
+    #[tokio::test]
+    async fn a_released_connection_carries_the_next_request_and_a_dropped_one_is_not_reused() {
+        let address = echo_target().await;
+        let open = Arc::new(AtomicU64::new(0));
+        let client = Arc::new(TargetClient::new(
+            address,
+            settings(),
+            open.clone(),
+            Arc::default(),
+        ));
+        let request = |body: &'static str| {
+            Request::post("/")
+                .header(http::header::HOST, address.to_string())
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap()
+        };
+        for body in ["one", "two"] {
+            let (response, checkout) = client.send(request(body), NO_LIMITS).await.unwrap();
+            let got = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(got, body);
+            checkout.expect("HTTP/1.1 lends its connection").release();
+            assert_eq!(
+                client.idle().len(),
+                1,
+                "released: idle for the next request"
+            );
+        }
+        assert_eq!(open.load(Ordering::Relaxed), 1, "one connection for both");
+        assert_eq!(client.shared.connections.load(Ordering::Relaxed), 1);
+
+        let (response, checkout) = client.send(request("three"), NO_LIMITS).await.unwrap();
+        assert_eq!(client.idle().len(), 0, "lent out");
+        response.into_body().collect().await.unwrap();
+        drop(checkout);
+        assert_eq!(client.idle().len(), 0, "dropped: never lent again");
+    }
+
+    #[tokio::test]
+    async fn a_target_that_refuses_connections_hands_the_request_back_unsent() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        let client = Arc::new(TargetClient::new(
+            address,
+            settings(),
+            Arc::default(),
+            Arc::default(),
+        ));
+        let request = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+        let e = client.send(request, NO_LIMITS).await.unwrap_err();
+        assert!(e.error.is_connect(), "{}", e.error);
+        assert!(e.unsent.is_some(), "a request that never left comes back");
+    }
+
+    #[tokio::test]
+    async fn a_pool_at_its_connection_limit_refuses_to_open_another() {
+        let address = echo_target().await;
+        let shared = Arc::new(ConnectionCounters::default());
+        shared.connections.store(2, Ordering::Relaxed);
+        let client = Arc::new(TargetClient::new(
+            address,
+            settings(),
+            Arc::default(),
+            shared,
+        ));
+        let limits = ConnectionLimits {
+            max_connections: 2,
+            max_pending: u64::MAX,
+        };
+        let request = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+        let e = client.send(request, limits).await.unwrap_err();
+        assert!(
+            matches!(e.error, UpstreamError::Overflow(Limit::MaxConnections)),
+            "{}",
+            e.error
+        );
+        assert!(e.unsent.is_some());
     }
 }

@@ -15,6 +15,7 @@ use weir_api::{AffinityKind, Pool, PoolsFile};
 
 use crate::affinity::{cookie_id, set_cookie};
 use crate::balance::{Balancer, Maglev, Weighted};
+use crate::body::RequestBody;
 use crate::checker::Checker;
 use crate::health::{Policy, TargetHealth};
 use crate::router::Router;
@@ -62,7 +63,7 @@ pub struct TargetState {
     /// Counters of the target.
     pub stats: Arc<TargetStats>,
     /// Connections to the target.
-    pub client: Arc<TargetClient>,
+    pub client: Arc<TargetClient<RequestBody>>,
     /// Health of the target.
     pub health: Arc<TargetHealth>,
 }
@@ -112,7 +113,7 @@ struct PoolParts {
 #[derive(Debug)]
 struct TargetParts {
     stats: Arc<TargetStats>,
-    client: Arc<TargetClient>,
+    client: Arc<TargetClient<RequestBody>>,
     health: Arc<TargetHealth>,
     /// Boxed: most targets have none, and the map holds one entry per target.
     checker: Option<Box<Checker>>,
