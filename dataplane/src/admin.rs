@@ -32,7 +32,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use weir_api::Target;
+use weir_api::{Pool, Target};
 
 use crate::body::ResponseBody;
 use crate::state::{ChangeError, State};
@@ -93,16 +93,17 @@ async fn handle(
                 text(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet\n")
             }
         }
-        (&Method::GET, ["pools"]) => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(state.pools()).unwrap_or_default(),
-        ),
+        (&Method::GET, ["pools"]) => {
+            let pools = state.pools();
+            let pools: Vec<&Pool> = pools.iter().map(|p| &**p).collect();
+            json_response(StatusCode::OK, &json!({ "pools": pools }))
+        }
         (&Method::GET, ["pools", name @ ..]) if !name.is_empty() => {
             let name = name.join("/");
             match state.pool(&name) {
                 Some(pool) => json_response(
                     StatusCode::OK,
-                    &serde_json::to_value(pool).unwrap_or_default(),
+                    &serde_json::to_value(&*pool).unwrap_or_default(),
                 ),
                 None => text(StatusCode::NOT_FOUND, format!("no pool named {name:?}\n")),
             }

@@ -68,9 +68,20 @@ pub struct Received {
     /// Last revision applied.
     pub revision: u64,
     /// Pools in force by name, with the generation they came from.
-    pub pools: BTreeMap<String, ChannelPool>,
+    pub pools: BTreeMap<String, ReceivedPool>,
     /// Pools refused, by name; the last good version of each, if any, stays in `pools`.
     pub rejected: BTreeMap<String, RejectedPool>,
+}
+
+/// A pool in force, as received from the controller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedPool {
+    /// `metadata.generation` of the `LoadBalancerPool` it was compiled from.
+    pub generation: i64,
+    /// The pool, shared with the configuration compiled from it: while it stays the same
+    /// `Arc`, its compiled state (balancer position, hash tables) is kept without comparing
+    /// it to anything.
+    pub pool: Arc<Pool>,
 }
 
 /// Why the stream must be reopened.
@@ -158,7 +169,7 @@ impl Received {
 
     /// Puts `incoming` in force unless it is invalid, in which case `keep` (its last good
     /// version) stays. Returns whether the pools in force changed.
-    fn upsert(&mut self, incoming: ChannelPool, keep: Option<ChannelPool>) -> bool {
+    fn upsert(&mut self, incoming: ChannelPool, keep: Option<ReceivedPool>) -> bool {
         let name = incoming.pool.name.clone();
         let problem = incoming
             .pool
@@ -169,7 +180,15 @@ impl Received {
         match problem {
             None => {
                 self.rejected.remove(&name);
-                self.pools.insert(name, incoming);
+                // A pool sent again as it was (a snapshot after a reconnect, a new generation
+                // that compiles the same) stays the Arc in force: one comparison here, of
+                // this pool alone, spares recompiling it.
+                let pool = match keep {
+                    Some(kept) if *kept.pool == incoming.pool => kept.pool,
+                    _ => Arc::new(incoming.pool),
+                };
+                let generation = incoming.generation;
+                self.pools.insert(name, ReceivedPool { generation, pool });
                 true
             }
             Some(reason) => {
@@ -206,10 +225,15 @@ impl Received {
             })
     }
 
-    /// The pools in force, as the proxy's configuration.
+    /// The pools in force, shared with the configuration compiled from them.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.values().map(|p| p.pool.clone()).collect()
+    }
+
+    /// A copy of the pools in force as a pools file, to check them as one.
     pub fn pools_file(&self) -> PoolsFile {
         PoolsFile {
-            pools: self.pools.values().map(|p| p.pool.clone()).collect(),
+            pools: self.pools.values().map(|p| Pool::clone(&p.pool)).collect(),
         }
     }
 
@@ -338,10 +362,10 @@ async fn stream_once(
         if changed {
             let (pools, revision) = {
                 let r = lock(received);
-                (r.pools_file(), r.revision)
+                (r.pools(), r.revision)
             };
-            let count = pools.pools.len();
-            state.apply(pools);
+            let count = pools.len();
+            state.apply(&pools);
             tracing::info!(
                 revision,
                 pools = count,
@@ -474,6 +498,51 @@ mod tests {
         let names: Vec<_> = r.pools_file().pools.into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["shop/b"]);
         assert!(!r.apply(Update::Heartbeat { revision: 7 }).unwrap());
+    }
+
+    #[test]
+    fn a_pool_sent_again_unchanged_stays_the_arc_in_force_and_a_changed_one_is_new() {
+        let mut r = Received::default();
+        r.apply(Update::Snapshot {
+            revision: 1,
+            pools: vec![
+                pool("shop/a", 1, "a.example", 1),
+                pool("shop/b", 1, "b.example", 1),
+            ],
+        })
+        .unwrap();
+        let (a, b) = (
+            r.pools["shop/a"].pool.clone(),
+            r.pools["shop/b"].pool.clone(),
+        );
+        r.apply(Update::Pool {
+            revision: 2,
+            pool: Box::new(pool("shop/a", 2, "a.example", 1)),
+        })
+        .unwrap();
+        assert!(
+            Arc::ptr_eq(&r.pools["shop/a"].pool, &a),
+            "generation 2 compiles the same pool: kept"
+        );
+        assert_eq!(r.pools["shop/a"].generation, 2);
+        r.apply(Update::Pool {
+            revision: 3,
+            pool: Box::new(pool("shop/b", 2, "b.example", 5)),
+        })
+        .unwrap();
+        assert!(!Arc::ptr_eq(&r.pools["shop/b"].pool, &b), "changed: new");
+        assert_eq!(r.pools["shop/b"].pool.targets[0].weight, 5);
+        r.apply(Update::Snapshot {
+            revision: 9,
+            pools: vec![pool("shop/a", 2, "a.example", 1)],
+        })
+        .unwrap();
+        assert!(
+            Arc::ptr_eq(&r.pools["shop/a"].pool, &a),
+            "a snapshot after a reconnect keeps what it repeats"
+        );
+        let shared = r.pools();
+        assert!(Arc::ptr_eq(&shared[0], &a), "handed on as it is held");
     }
 
     #[test]

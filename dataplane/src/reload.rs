@@ -61,7 +61,7 @@ pub fn reload(path: &Path, state: &State, reason: &str) -> bool {
     match config_file::load(path) {
         Ok(pools) => {
             let count = pools.pools.len();
-            state.apply(pools);
+            state.apply_file(pools);
             state.listener.reloads.fetch_add(1, Ordering::Relaxed);
             let generation = state.snapshot.load().generation;
             tracing::info!(file = %path.display(), reason, pools = count, generation, "configuration reloaded");

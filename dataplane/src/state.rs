@@ -46,9 +46,9 @@ pub struct State {
     pub started: StdInstant,
     /// Where each request's line goes, when there is an access log.
     pub access_log: Option<Arc<AccessLog>>,
-    /// The pools the snapshot was built from, with admin changes applied; changes are made
-    /// under this lock so two of them cannot lose each other's edit.
-    desired: Mutex<PoolsFile>,
+    /// Held by every change of configuration, so two of them cannot lose each other's edit.
+    /// The pools in force are the snapshot's: they are held nowhere else.
+    changing: Mutex<()>,
     /// Set once the first configuration is in place (`/ready`).
     ready: AtomicBool,
     /// Set on SIGTERM, so `/ready` fails and load balancers in front stop sending.
@@ -62,7 +62,7 @@ impl State {
     /// A state serving `pools` (already validated).
     pub fn new(settings: ProxySettings, pools: PoolsFile) -> Self {
         let registry = Registry::default();
-        let snapshot = registry.build(&pools);
+        let snapshot = registry.build(&registry.share(pools));
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -70,7 +70,7 @@ impl State {
             settings,
             started: StdInstant::now(),
             access_log: None,
-            desired: Mutex::new(pools),
+            changing: Mutex::default(),
             ready: false.into(),
             draining: false.into(),
             managed: false.into(),
@@ -83,11 +83,20 @@ impl State {
         self
     }
 
-    /// Replaces the whole configuration with `pools` (already validated).
-    pub fn apply(&self, pools: PoolsFile) {
-        let mut desired = self.desired();
+    /// Replaces the whole configuration with `pools` (already validated together). A pool
+    /// that is the same `Arc` as one in force keeps its compiled state (balancer position,
+    /// hash tables); any other is compiled afresh.
+    pub fn apply(&self, pools: &[Arc<Pool>]) {
+        let _changing = self.changing();
+        self.snapshot.store(Arc::new(self.registry.build(pools)));
+    }
+
+    /// Replaces the whole configuration with a pools file's (already validated). A pool
+    /// equal to the one of its name in force keeps that one's compiled state.
+    pub fn apply_file(&self, file: PoolsFile) {
+        let _changing = self.changing();
+        let pools = self.registry.share(file);
         self.snapshot.store(Arc::new(self.registry.build(&pools)));
-        *desired = pools;
     }
 
     /// Marks the data plane ready to take traffic.
@@ -122,17 +131,16 @@ impl State {
     }
 
     /// The pools in force, admin changes included.
-    pub fn pools(&self) -> PoolsFile {
-        self.desired().clone()
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let snapshot = self.snapshot.load();
+        snapshot.pools.iter().map(|p| p.config.clone()).collect()
     }
 
     /// The pool named `name` in force, admin changes included.
-    pub fn pool(&self, name: &str) -> Option<Pool> {
-        self.desired()
-            .pools
-            .iter()
-            .find(|p| p.name == name)
-            .cloned()
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        let snapshot = self.snapshot.load();
+        let pool = snapshot.pools.iter().find(|p| p.config.name == name)?;
+        Some(pool.config.clone())
     }
 
     /// Marks the pools as the controller's.
@@ -173,21 +181,98 @@ impl State {
         if self.is_managed() {
             return Err(ChangeError::Managed);
         }
-        let mut desired = self.desired();
-        let mut next = desired.clone();
-        let pool = next
-            .pools
-            .iter_mut()
-            .find(|p| p.name == name)
+        let _changing = self.changing();
+        let mut pools = self.pools();
+        let (index, current) = pools
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name)
             .ok_or_else(|| ChangeError::NoSuchPool(name.to_owned()))?;
-        change(pool)?;
-        next.validate()?;
-        self.snapshot.store(Arc::new(self.registry.build(&next)));
-        *desired = next;
+        // Only the pool changed is copied; the others stay the Arcs in force, so they keep
+        // their compiled state.
+        let mut changed = Pool::clone(current);
+        change(&mut changed)?;
+        edit::validate(&changed, index)?;
+        pools[index] = Arc::new(changed);
+        self.snapshot.store(Arc::new(self.registry.build(&pools)));
         Ok(())
     }
 
-    fn desired(&self) -> MutexGuard<'_, PoolsFile> {
-        self.desired.lock().unwrap_or_else(|p| p.into_inner())
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let file: PoolsFile = serde_yaml::from_str(
+            "pools:\n  - name: a\n    routes: [{ host: a.example }]\n    targets: [{ address: 127.0.0.1:9001 }]\n  \
+             - name: b\n    routes: [{ host: b.example }]\n    targets: [{ address: 127.0.0.1:9002 }]\n",
+        )
+        .unwrap();
+        State::new(ProxySettings::default(), file)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admin_edit_recompiles_the_edited_pool_alone_and_the_pools_in_force_show_it() {
+        let state = state();
+        let before = state.snapshot.load_full();
+        let address = "127.0.0.1:9002".parse().unwrap();
+        state.set_weight("b", address, 4).unwrap();
+        let after = state.snapshot.load_full();
+        assert!(
+            Arc::ptr_eq(&before.pools[0], &after.pools[0]),
+            "pool a kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.pools[1], &after.pools[1]),
+            "pool b recompiled"
+        );
+        assert_eq!(state.pool("b").unwrap().targets[0].weight, 4);
+        assert!(
+            Arc::ptr_eq(&state.pools()[1], &after.pools[1].config),
+            "the pools in force are the compiled ones, held once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_edit_that_makes_a_pool_invalid_is_refused_by_its_path_and_changes_nothing() {
+        let state = state();
+        let before = state.snapshot.load_full();
+        let address = "127.0.0.1:9002".parse().unwrap();
+        let e = state.set_weight("b", address, 1_000_001).unwrap_err();
+        assert!(
+            e.to_string().starts_with("pools[1].targets[0].weight: "),
+            "{e}"
+        );
+        assert!(Arc::ptr_eq(&before, &state.snapshot.load_full()));
+        state.set_managed();
+        let e = state.remove_target("a", address).unwrap_err();
+        assert!(matches!(e, ChangeError::Managed), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reloaded_file_keeps_the_pools_it_did_not_change() {
+        let state = state();
+        let before = state.snapshot.load_full();
+        let file: PoolsFile = serde_yaml::from_str(
+            "pools:\n  - name: a\n    routes: [{ host: a.example }]\n    targets: [{ address: 127.0.0.1:9001 }]\n  \
+             - name: b\n    routes: [{ host: b.example }]\n    targets: [{ address: 127.0.0.1:9003 }]\n",
+        )
+        .unwrap();
+        state.apply_file(file);
+        let after = state.snapshot.load_full();
+        assert!(
+            Arc::ptr_eq(&before.pools[0], &after.pools[0]),
+            "pool a kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.pools[1], &after.pools[1]),
+            "pool b changed"
+        );
+        assert_eq!(after.generation, before.generation + 1);
     }
 }

@@ -45,10 +45,10 @@ pub fn compile(pools: &PoolsFile) {
     RUNTIME.with(|runtime| {
         let _context = runtime.enter();
         let registry = Registry::default();
-        let snapshot = registry.build(pools);
+        let snapshot = registry.build(&registry.share(pools.clone()));
         assert_eq!(snapshot.pools.len(), pools.pools.len());
         for (i, pool) in pools.pools.iter().enumerate() {
-            assert_eq!(snapshot.pools[i].config, *pool);
+            assert_eq!(*snapshot.pools[i].config, *pool);
             for route in &pool.routes {
                 let Some(host) = request_host(pools, &route.host) else {
                     continue;

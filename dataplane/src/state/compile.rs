@@ -1,11 +1,15 @@
 //! Compiling pools into the structures the request path reads: a [`Snapshot`] of
 //! [`PoolState`]s, built by the [`Registry`], which keeps what must outlive one configuration
 //! (counters, connections, health, checkers) by pool name and target address.
+//!
+//! Each pool's configuration is held once, as an `Arc<Pool>` shared by whoever put it in
+//! force (the channel client, the store) and the [`PoolState`] compiled from it. A pool that
+//! comes back as the same `Arc` is known unchanged by pointer and keeps its compiled state.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -36,8 +40,8 @@ pub struct Snapshot {
 /// A pool, compiled.
 #[derive(Debug)]
 pub struct PoolState {
-    /// The pool as configured.
-    pub config: Pool,
+    /// The pool as configured, shared with whoever put it in force.
+    pub config: Arc<Pool>,
     /// Its targets, in configuration order.
     pub targets: Vec<TargetState>,
     /// The selector, rebuilt by [`PoolState::rebalance`] when targets leave or rejoin the
@@ -120,22 +124,22 @@ struct TargetParts {
 }
 
 impl Registry {
-    /// Compiles `pools` into a snapshot, reusing the counters and clients of pools and
-    /// targets that stay, and forgetting those that went.
-    pub fn build(&self, pools: &PoolsFile) -> Snapshot {
-        let mut parts = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        let names: HashSet<&str> = pools.pools.iter().map(|p| p.name.as_str()).collect();
+    /// Compiles `pools` (validated together) into a snapshot, reusing the counters and
+    /// clients of pools and targets that stay, and forgetting those that went.
+    pub fn build(&self, pools: &[Arc<Pool>]) -> Snapshot {
+        let mut parts = self.parts();
+        let names: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
         parts.retain(|name, _| names.contains(name.as_str()));
         // A change to one pool (a channel update, an admin call) recompiles that pool alone:
-        // the others keep their compiled state, balancer position and hash tables.
+        // the others come back as the same Arc and keep their compiled state, balancer
+        // position and hash tables, without a comparison of their configuration.
         let compiled: Vec<Arc<PoolState>> = pools
-            .pools
             .iter()
             .map(|pool| {
                 let reusable = parts
                     .get(&pool.name)
                     .and_then(|p| p.compiled.clone())
-                    .filter(|c| c.config == *pool);
+                    .filter(|c| Arc::ptr_eq(&c.config, pool));
                 reusable.unwrap_or_else(|| {
                     let fresh = Arc::new(compile(pool, &mut parts));
                     if let Some(p) = parts.get_mut(&pool.name) {
@@ -157,9 +161,31 @@ impl Registry {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
+
+    /// `file`'s pools, shared: each equal to the pool of its name compiled last is that
+    /// pool's `Arc`, so [`Registry::build`] keeps its compiled state; the others are new.
+    /// For configurations that arrive whole (a reloaded file), where only a comparison can
+    /// tell what stayed.
+    pub fn share(&self, file: PoolsFile) -> Vec<Arc<Pool>> {
+        let parts = self.parts();
+        file.pools
+            .into_iter()
+            .map(|pool| {
+                let same = parts
+                    .get(&pool.name)
+                    .and_then(|p| p.compiled.as_ref())
+                    .filter(|c| *c.config == pool);
+                same.map_or_else(|| Arc::new(pool), |c| c.config.clone())
+            })
+            .collect()
+    }
+
+    fn parts(&self) -> MutexGuard<'_, HashMap<String, PoolParts>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-fn compile(pool: &Pool, parts: &mut HashMap<String, PoolParts>) -> PoolState {
+fn compile(pool: &Arc<Pool>, parts: &mut HashMap<String, PoolParts>) -> PoolState {
     let settings = ClientSettings::of(pool);
     let policy = Arc::new(Policy {
         check: pool.health_check.clone(),
@@ -290,8 +316,8 @@ mod tests {
             ))
             .unwrap()
         };
-        let before = registry.build(&file(1));
-        let after = registry.build(&file(2));
+        let before = registry.build(&registry.share(file(1)));
+        let after = registry.build(&registry.share(file(2)));
         assert!(
             Arc::ptr_eq(&before.pools[0], &after.pools[0]),
             "pool a is unchanged"
@@ -301,5 +327,54 @@ mod tests {
             "pool b changed"
         );
         assert_eq!(after.pools[1].targets[0].weight, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_is_known_unchanged_by_its_arc_and_another_arc_is_compiled_afresh() {
+        let registry = Registry::default();
+        let file: PoolsFile = serde_yaml::from_str(
+            "pools:\n  - name: a\n    routes: [{ host: a.example }]\n    targets: [{ address: 127.0.0.1:9001 }]\n  \
+             - name: b\n    routes: [{ host: b.example }]\n    targets: [{ address: 127.0.0.1:9002 }]\n",
+        )
+        .unwrap();
+        let pools: Vec<Arc<Pool>> = file.pools.into_iter().map(Arc::new).collect();
+        let before = registry.build(&pools);
+        assert!(
+            Arc::ptr_eq(&before.pools[0].config, &pools[0]),
+            "the compiled pool holds the configuration it was given, not a copy"
+        );
+
+        let mut b = Pool::clone(&pools[1]);
+        b.targets[0].weight = 2;
+        let after = registry.build(&[pools[0].clone(), Arc::new(b)]);
+        assert!(
+            Arc::ptr_eq(&before.pools[0], &after.pools[0]),
+            "the same Arc: pool a kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.pools[1], &after.pools[1]),
+            "another Arc: pool b recompiled"
+        );
+        assert_eq!(after.pools[1].targets[0].weight, 2);
+        assert!(
+            Arc::ptr_eq(&before.pools[1].stats, &after.pools[1].stats)
+                && Arc::ptr_eq(
+                    &before.pools[1].targets[0].stats,
+                    &after.pools[1].targets[0].stats
+                )
+                && Arc::ptr_eq(
+                    &before.pools[1].targets[0].health,
+                    &after.pools[1].targets[0].health
+                ),
+            "a recompiled pool keeps its counters and its targets' health"
+        );
+
+        let equal = Arc::new(Pool::clone(&pools[0]));
+        let again = registry.build(&[equal, after.pools[1].config.clone()]);
+        assert!(
+            !Arc::ptr_eq(&after.pools[0], &again.pools[0]),
+            "an equal pool in another Arc is compiled afresh: build compares no configuration"
+        );
+        assert!(Arc::ptr_eq(&after.pools[1], &again.pools[1]));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use weir_api::{Pool, Target};
+use weir_api::{FieldError, Pool, Target};
 
 /// Why an admin change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +31,22 @@ pub enum ChangeError {
     },
     /// The change would make the pool invalid.
     #[error("{0}")]
-    Invalid(#[from] weir_api::FieldError),
+    Invalid(#[from] FieldError),
     /// The pools come from the controller: change the `LoadBalancerPool` instead.
     #[error("pools come from the controller here: change the LoadBalancerPool instead")]
     Managed,
+}
+
+/// Checks `pool`, the `index`-th in force, after an edit. An edit changes targets only, so
+/// what pools must agree on (names, routes) stays as it was validated: the pool alone is
+/// checked, its fields named by their path in the pools file.
+pub(super) fn validate(pool: &Pool, index: usize) -> Result<(), ChangeError> {
+    pool.validate().map_err(|e| {
+        ChangeError::Invalid(FieldError {
+            path: format!("pools[{index}].{}", e.path),
+            ..e
+        })
+    })
 }
 
 /// Adds `target` to `pool`; a second target at one address is refused.

@@ -147,7 +147,8 @@ mod tests {
     fn snapshot(yaml: &str) -> Snapshot {
         let file: PoolsFile = serde_yaml::from_str(yaml).unwrap();
         file.validate().unwrap();
-        Registry::default().build(&file)
+        let registry = Registry::default();
+        registry.build(&registry.share(file))
     }
 
     fn shares(pool: &PoolState, picks: usize) -> Vec<f64> {
@@ -198,11 +199,11 @@ mod tests {
             ))
             .unwrap()
         };
-        registry.build(&file("[{ address: 127.0.0.1:9001 }]"));
+        registry.build(&registry.share(file("[{ address: 127.0.0.1:9001 }]")));
         tokio::time::advance(std::time::Duration::from_secs(60)).await;
-        let s = registry.build(&file(
+        let s = registry.build(&registry.share(file(
             "[{ address: 127.0.0.1:9001 }, { address: 127.0.0.1:9002 }]",
-        ));
+        )));
         let pool = &s.pools[0];
         let mut seen = Vec::new();
         for _ in 0..3 {
