@@ -112,12 +112,12 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
 
 async fn stand(plan: &Plan, tools: &Tools, tmp: &TempDir, proxy: Proxy) -> anyhow::Result<Stand> {
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let log = tmp.0.join(format!("battery-{proxy}-echo.log"));
+    let log = tmp.path().join(format!("battery-{proxy}-echo.log"));
     let backend = procs::start_echo(&tools.echo, "echo", any_port, 1, &log).await?;
     let targets = [(backend.addr, 1)];
-    let pools = tmp.0.join(format!("battery-{proxy}-pools.yaml"));
+    let pools = tmp.path().join(format!("battery-{proxy}-pools.yaml"));
     std::fs::write(&pools, crate::pools_yaml(&targets))?;
-    let log = tmp.0.join(format!("battery-{proxy}.log"));
+    let log = tmp.path().join(format!("battery-{proxy}.log"));
     let (guard, listen) = crate::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
     Ok(Stand {
         proxy,

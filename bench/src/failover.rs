@@ -128,15 +128,15 @@ async fn once(
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut backends = Vec::new();
     for name in names {
-        let log = tmp.0.join(format!("failover-{proxy}-{name}.log"));
+        let log = tmp.path().join(format!("failover-{proxy}-{name}.log"));
         backends.push(
             procs::start_echo(&tools.echo, name, any_port, plan.backend_workers, &log).await?,
         );
     }
     let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
-    let pools = tmp.0.join(format!("failover-{proxy}-pools.yaml"));
+    let pools = tmp.path().join(format!("failover-{proxy}-pools.yaml"));
     std::fs::write(&pools, pools_yaml(&targets))?;
-    let log = tmp.0.join(format!("failover-{proxy}.log"));
+    let log = tmp.path().join(format!("failover-{proxy}.log"));
     let (mut guard, listen) =
         crate::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
 
@@ -148,7 +148,7 @@ async fn once(
 
     let victim = backends.remove(KILLED);
     let victim_log = tmp
-        .0
+        .path()
         .join(format!("failover-{proxy}-{}.log", names[KILLED]));
     let (kill_at, restart_at) = schedule(plan.duration_secs);
     let start = Instant::now();
@@ -221,15 +221,15 @@ async fn storm(
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut backends = Vec::new();
     for name in names {
-        let log = tmp.0.join(format!("storm-{name}.log"));
+        let log = tmp.path().join(format!("storm-{name}.log"));
         backends.push(
             procs::start_echo(&tools.echo, name, any_port, plan.backend_workers, &log).await?,
         );
     }
     let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
-    let pools = tmp.0.join("storm-pools.yaml");
+    let pools = tmp.path().join("storm-pools.yaml");
     std::fs::write(&pools, storm_yaml(&targets))?;
-    let log = tmp.0.join("storm-weir.log");
+    let log = tmp.path().join("storm-weir.log");
     let (mut guard, listen) =
         crate::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
     let before = backend_requests(&backends).await?;

@@ -25,6 +25,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
+use weir_testkit::TempDir;
 
 use crate::procs::{Backend, Guard};
 use crate::report::Run;
@@ -274,6 +275,18 @@ impl Tools {
                     path.display()
                 );
             }
+            // Beside weir-bench, the binaries are this checkout's build products: one older
+            // than its sources would measure old code in silence. One named by --bin-dir may
+            // come from anywhere.
+            if args.bin_dir.is_none() {
+                if let Err(problem) = weir_testkit::check_built(&path) {
+                    bail!(
+                        "{} {problem}; build it with `cargo build --release -p {name}` or use \
+                         bench/run",
+                        path.display()
+                    );
+                }
+            }
             Ok(path)
         };
         let echo = need("weir-echo")?;
@@ -330,23 +343,6 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-/// A directory for config files and logs, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("weir-bench.{}", std::process::id()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -388,7 +384,8 @@ fn main() -> std::process::ExitCode {
 async fn run(args: &Args) -> anyhow::Result<bool> {
     let plan = Plan::new(args)?;
     let tools = Tools::locate(args, &plan)?;
-    let tmp = TempDir::new()?;
+    // Config files and logs, removed at the end (on Ctrl-C too: `run` is dropped).
+    let tmp = TempDir::with_prefix("weir-bench.").context("creating a temporary folder")?;
 
     println!("weir-bench: {}", plan.command_line());
     println!("machine: {} cores; {}", cores(), versions(&plan).await);
@@ -402,7 +399,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let mut backends = Vec::new();
     for (i, _) in WEIGHTS.iter().enumerate() {
         let name = format!("echo-{}", i + 1);
-        let log = tmp.0.join(format!("{name}.log"));
+        let log = tmp.path().join(format!("{name}.log"));
         let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let backend =
             procs::start_echo(&tools.echo, &name, any_port, plan.backend_workers, &log).await?;
@@ -417,7 +414,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let pools = tmp.0.join("pools.yaml");
+    let pools = tmp.path().join("pools.yaml");
     std::fs::write(&pools, pools_yaml(&targets))?;
 
     let mut runs = Vec::new();
@@ -469,7 +466,7 @@ async fn measure(
     proxy: Proxy,
     round: u32,
 ) -> anyhow::Result<Run> {
-    let log = tmp.0.join(format!("{proxy}-{}.log", round + 1));
+    let log = tmp.path().join(format!("{proxy}-{}.log", round + 1));
     let (mut guard, listen) = start_proxy(plan, tools, pools, targets, proxy, &log).await?;
 
     let url = format!("http://{listen}/");
