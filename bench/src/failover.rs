@@ -15,7 +15,11 @@ use tokio::time::Instant;
 
 use crate::procs::{self, Backend};
 use crate::report::{self, FailoverRun};
-use crate::{Plan, Proxy, STOP_GRACE, TempDir, Tools, backend_requests, run_wrk};
+use weir_testkit::TempDir;
+
+use crate::plan::{Plan, Proxy};
+use crate::tools::Tools;
+use crate::{STOP_GRACE, backend_requests, run_wrk};
 
 /// Shortest run that leaves a second before the kill and a second between kill and restart.
 pub const MIN_DURATION_SECS: u64 = 4;
@@ -138,7 +142,7 @@ async fn once(
     std::fs::write(&pools, pools_yaml(&targets))?;
     let log = tmp.path().join(format!("failover-{proxy}.log"));
     let (mut guard, listen) =
-        crate::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
+        crate::proxies::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
 
     let url = format!("http://{listen}/");
     if plan.warmup_secs > 0 {
@@ -176,7 +180,7 @@ async fn once(
     for backend in &mut backends {
         backend.guard.check_alive()?;
     }
-    crate::stop_proxy(guard).await;
+    crate::proxies::stop_proxy(guard).await;
     for backend in backends {
         backend.guard.stop(STOP_GRACE).await;
     }
@@ -231,12 +235,12 @@ async fn storm(
     std::fs::write(&pools, storm_yaml(&targets))?;
     let log = tmp.path().join("storm-weir.log");
     let (mut guard, listen) =
-        crate::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
+        crate::proxies::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
     let before = backend_requests(&backends).await?;
     let wrk = run_wrk(plan, &format!("http://{listen}/status/503"), STORM_SECS).await?;
     let after = backend_requests(&backends).await?;
     guard.check_alive()?;
-    crate::stop_proxy(guard).await;
+    crate::proxies::stop_proxy(guard).await;
     for backend in backends {
         backend.guard.stop(STOP_GRACE).await;
     }

@@ -202,7 +202,7 @@ pub async fn start_echo(
 /// A port that was free a moment ago on 127.0.0.1, for the peers only: HAProxy and NGINX
 /// read their port from the config file run-peer writes and cannot say which one they got
 /// from port 0, so the port is picked here, released, and may be taken by someone else before
-/// the peer binds it. [`crate::start_proxy`] starts the peer again on another port when it
+/// the peer binds it. [`crate::proxies::start_proxy`] starts the peer again on another port when it
 /// exits saying so. Weir binds port 0 and reports its ports ([`dataplane_addrs`]).
 pub fn peer_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
