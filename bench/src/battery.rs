@@ -17,7 +17,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::procs::{self, Backend};
-use crate::{Plan, Proxy, STOP_GRACE, TempDir, Tools, backend_requests};
+use weir_testkit::TempDir;
+
+use crate::plan::{Plan, Proxy};
+use crate::tools::Tools;
+use crate::{STOP_GRACE, backend_requests};
 use cases::{Answer, Case, Expect, Group};
 
 /// Longest a proxy may take to answer one case; above the 1 s the `/delay` target waits, so
@@ -104,7 +108,7 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
     println!("reproduce: {}", plan.command_line());
 
     for stand in stands {
-        crate::stop_proxy(stand.guard).await;
+        crate::proxies::stop_proxy(stand.guard).await;
         stand.backend.guard.stop(STOP_GRACE).await;
     }
     Ok(ok)
@@ -112,13 +116,14 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
 
 async fn stand(plan: &Plan, tools: &Tools, tmp: &TempDir, proxy: Proxy) -> anyhow::Result<Stand> {
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let log = tmp.0.join(format!("battery-{proxy}-echo.log"));
+    let log = tmp.path().join(format!("battery-{proxy}-echo.log"));
     let backend = procs::start_echo(&tools.echo, "echo", any_port, 1, &log).await?;
     let targets = [(backend.addr, 1)];
-    let pools = tmp.0.join(format!("battery-{proxy}-pools.yaml"));
-    std::fs::write(&pools, crate::pools_yaml(&targets))?;
-    let log = tmp.0.join(format!("battery-{proxy}.log"));
-    let (guard, listen) = crate::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
+    let pools = tmp.path().join(format!("battery-{proxy}-pools.yaml"));
+    std::fs::write(&pools, crate::proxies::pools_yaml(&targets))?;
+    let log = tmp.path().join(format!("battery-{proxy}.log"));
+    let (guard, listen) =
+        crate::proxies::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
     Ok(Stand {
         proxy,
         listen,

@@ -15,7 +15,11 @@ use tokio::time::Instant;
 
 use crate::procs::{self, Backend};
 use crate::report::{self, FailoverRun};
-use crate::{Plan, Proxy, STOP_GRACE, TempDir, Tools, backend_requests, run_wrk};
+use weir_testkit::TempDir;
+
+use crate::plan::{Plan, Proxy};
+use crate::tools::Tools;
+use crate::{STOP_GRACE, backend_requests, run_wrk};
 
 /// Shortest run that leaves a second before the kill and a second between kill and restart.
 pub const MIN_DURATION_SECS: u64 = 4;
@@ -128,17 +132,17 @@ async fn once(
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut backends = Vec::new();
     for name in names {
-        let log = tmp.0.join(format!("failover-{proxy}-{name}.log"));
+        let log = tmp.path().join(format!("failover-{proxy}-{name}.log"));
         backends.push(
             procs::start_echo(&tools.echo, name, any_port, plan.backend_workers, &log).await?,
         );
     }
     let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
-    let pools = tmp.0.join(format!("failover-{proxy}-pools.yaml"));
+    let pools = tmp.path().join(format!("failover-{proxy}-pools.yaml"));
     std::fs::write(&pools, pools_yaml(&targets))?;
-    let log = tmp.0.join(format!("failover-{proxy}.log"));
+    let log = tmp.path().join(format!("failover-{proxy}.log"));
     let (mut guard, listen) =
-        crate::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
+        crate::proxies::start_proxy(plan, tools, &pools, &targets, proxy, &log).await?;
 
     let url = format!("http://{listen}/");
     if plan.warmup_secs > 0 {
@@ -148,7 +152,7 @@ async fn once(
 
     let victim = backends.remove(KILLED);
     let victim_log = tmp
-        .0
+        .path()
         .join(format!("failover-{proxy}-{}.log", names[KILLED]));
     let (kill_at, restart_at) = schedule(plan.duration_secs);
     let start = Instant::now();
@@ -176,7 +180,7 @@ async fn once(
     for backend in &mut backends {
         backend.guard.check_alive()?;
     }
-    crate::stop_proxy(guard).await;
+    crate::proxies::stop_proxy(guard).await;
     for backend in backends {
         backend.guard.stop(STOP_GRACE).await;
     }
@@ -221,22 +225,22 @@ async fn storm(
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut backends = Vec::new();
     for name in names {
-        let log = tmp.0.join(format!("storm-{name}.log"));
+        let log = tmp.path().join(format!("storm-{name}.log"));
         backends.push(
             procs::start_echo(&tools.echo, name, any_port, plan.backend_workers, &log).await?,
         );
     }
     let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
-    let pools = tmp.0.join("storm-pools.yaml");
+    let pools = tmp.path().join("storm-pools.yaml");
     std::fs::write(&pools, storm_yaml(&targets))?;
-    let log = tmp.0.join("storm-weir.log");
+    let log = tmp.path().join("storm-weir.log");
     let (mut guard, listen) =
-        crate::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
+        crate::proxies::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
     let before = backend_requests(&backends).await?;
     let wrk = run_wrk(plan, &format!("http://{listen}/status/503"), STORM_SECS).await?;
     let after = backend_requests(&backends).await?;
     guard.check_alive()?;
-    crate::stop_proxy(guard).await;
+    crate::proxies::stop_proxy(guard).await;
     for backend in backends {
         backend.guard.stop(STOP_GRACE).await;
     }

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use weir_testkit::startup;
 
 use crate::procfs;
 
@@ -194,19 +195,14 @@ pub async fn start_echo(
     )
     .await
     .with_context(|| format!("{name} did not report its address within 10 s"))??;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("{name} printed {line:?} instead of `listening on ADDR`"))?
-        .parse()
-        .with_context(|| format!("{name} reported a bad address in {line:?}"))?;
+    let addr = startup::echo_addr(&line).map_err(|e| anyhow!("{name}: {e}"))?;
     Ok(Backend { guard, addr })
 }
 
 /// A port that was free a moment ago on 127.0.0.1, for the peers only: HAProxy and NGINX
 /// read their port from the config file run-peer writes and cannot say which one they got
 /// from port 0, so the port is picked here, released, and may be taken by someone else before
-/// the peer binds it. [`crate::start_proxy`] starts the peer again on another port when it
+/// the peer binds it. [`crate::proxies::start_proxy`] starts the peer again on another port when it
 /// exits saying so. Weir binds port 0 and reports its ports ([`dataplane_addrs`]).
 pub fn peer_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -230,16 +226,9 @@ pub async fn dataplane_addrs(
         if let Some(line) = text
             .lines()
             .rev()
-            .find(|line| line.contains("weir-dataplane serving"))
+            .find(|line| line.contains(startup::DATAPLANE_SERVING))
         {
-            let addr = |name: &str| {
-                let key = format!("{name}=");
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix(&key))
-                    .and_then(|value| value.parse().ok())
-                    .with_context(|| format!("no {name}=ADDR in {line:?}"))
-            };
-            return Ok((addr("listen")?, addr("admin")?));
+            return startup::dataplane_addrs(line).map_err(|e| anyhow!(e));
         }
         guard.check_alive()?;
         if Instant::now() >= deadline {

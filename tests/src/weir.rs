@@ -1,146 +1,33 @@
 //! Weir's own programs as processes for end-to-end tests: `weir-controller`, `weir-dataplane`
-//! and `weir-echo` backends, an HTTP client to drive traffic through data planes, and bounded
-//! waits.
+//! following it, and `weir-echo` backends on the test host, with an HTTP client to drive
+//! traffic through data planes.
 //!
-//! The binaries are taken from the build folder of the test executable (`target/<profile>/`,
-//! the parent of its `deps/`), where `scripts/test` builds them first ([`binary`]); a
-//! missing or stale one fails the test with the command that builds it. Every process binds
-//! port 0 and the harness reads the ports it got from its startup line, so no port is ever
-//! picked by the test and released for someone else to take. Every process is killed when its
-//! handle drops, and a test that panics prints the logs of the processes it started.
+//! What the harnesses share lives in `weir-testkit` (re-exported here where the tests name
+//! it): the binaries are taken from the build folder of the test executable, where
+//! `scripts/test` builds them first, and a missing or stale one fails the test with the
+//! command that builds it ([`binary`]); every process binds port 0 and the harness reads the
+//! ports it got from its startup line; every process is killed when its handle drops, and a
+//! test that panics prints the logs of the processes it started. A process's `WEIR_LOG` is
+//! `WEIR_E2E_LOG` when set (`debug`, `weir_controller=debug`), else `info`.
 //!
 //! EndpointSlices may not point at loopback addresses (the API server refuses 127.0.0.0/8),
 //! so backends run on the tests' own test host, a network namespace that `scripts/test-hosts`
 //! makes ([`host_address`]); the data planes reach it over a veth pair and nothing leaves
 //! the machine.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::future::Future;
-use std::io::{BufRead as _, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
+use weir_testkit::startup::{CONTROLLER_STARTING, logged_addr};
+use weir_testkit::{Answer, HttpClient};
 
-/// Longest one request may take.
-pub const REQUEST_BOUND: Duration = Duration::from_secs(10);
-/// Longest a process may take to start serving.
-pub const START_BOUND: Duration = Duration::from_secs(30);
-
-/// The path of Weir binary `name` (`weir-controller`, `weir-dataplane`, `weir-echo`) next to
-/// the test executable's `deps/` folder (or an example's `examples/` folder: the benchmarks
-/// in `tests/examples/` find them the same way, in `target/release/` when run with
-/// `--release`).
-///
-/// `cargo test` builds a package's binaries only for that package's own integration tests,
-/// so these are built by `scripts/test` (`cargo build --workspace --bins`) before the tests
-/// run. A binary left from an older build would test old code in silence, so it must be at
-/// least as new as every source file cargo's dep-info (`NAME.d` beside it) lists, and built
-/// from this checkout's sources.
-///
-/// # Panics
-/// When it is missing, older than one of its sources or built from another checkout, with
-/// the command that builds it.
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join(name))
-        .expect("the test executable lives in target/<profile>/deps");
-    let build = format!(
-        "build it with `cargo build{} --workspace --bins` (scripts/test does)",
-        if path.parent().is_some_and(|p| p.ends_with("release")) {
-            " --release"
-        } else {
-            ""
-        }
-    );
-    if let Err(problem) = check_built(&path) {
-        panic!("{} {problem}: {build}", path.display());
-    }
-    path
-}
-
-/// Whether the binary at `path` exists and is as new as its sources in this checkout.
-fn check_built(path: &Path) -> Result<(), String> {
-    let built = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map_err(|_| "is missing".to_owned())?;
-    let dep_info = path.with_extension("d");
-    let text = std::fs::read_to_string(&dep_info)
-        .map_err(|e| format!("has no readable dep-info {} ({e})", dep_info.display()))?;
-    let sources = dep_info_sources(&text);
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lies in the workspace");
-    let checkout = checkout
-        .canonicalize()
-        .unwrap_or_else(|_| checkout.to_owned());
-    let own = sources
-        .iter()
-        .filter(|source| source.starts_with(&checkout))
-        .count();
-    if own == 0 {
-        return Err(format!(
-            "was built from another checkout's sources ({}), not {}'s",
-            sources
-                .first()
-                .map_or("none listed".into(), |s| s.display().to_string()),
-            checkout.display()
-        ));
-    }
-    for source in &sources {
-        match std::fs::metadata(source).and_then(|m| m.modified()) {
-            Ok(changed) if changed > built => {
-                return Err(format!("is older than {}", source.display()));
-            }
-            Ok(_) => {}
-            Err(_) => {
-                return Err(format!(
-                    "was built from {}, which is gone",
-                    source.display()
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The files a Makefile-style dep-info (`target: a.rs b.rs`, spaces in names escaped)
-/// lists.
-fn dep_info_sources(text: &str) -> Vec<PathBuf> {
-    let Some((_, deps)) = text.lines().next().and_then(|line| line.split_once(": ")) else {
-        return Vec::new();
-    };
-    let mut sources = Vec::new();
-    let mut current = String::new();
-    let mut chars = deps.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => current.extend(chars.next()),
-            ' ' => {
-                if !current.is_empty() {
-                    sources.push(PathBuf::from(std::mem::take(&mut current)));
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        sources.push(PathBuf::from(current));
-    }
-    sources
-}
+pub use weir_testkit::{Process, REQUEST_BOUND, START_BOUND, Tally, binary, eventually};
 
 /// The network namespace of the test host, made by `scripts/test-hosts`.
 pub const TEST_HOST_NAMESPACE: &str = "weir-e2e";
@@ -160,144 +47,28 @@ pub fn host_address() -> IpAddr {
 }
 
 /// Port 0 on 127.0.0.1: the process binds a free port of its own and says which in its
-/// startup line. A port picked by the test and released before the process binds it can be
-/// taken meanwhile by anything else on the machine (under load it was, by a data plane's own
-/// admin listener).
+/// startup line.
 const ANY_LOOPBACK_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
-/// The address logged as `name=ADDR` in a `tracing` line such as
-/// `weir-dataplane serving listen=127.0.0.1:40123 admin=127.0.0.1:40125`.
-fn logged_addr(line: &str, name: &str) -> Option<SocketAddr> {
-    let key = format!("{name}=");
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(&key))
-        .and_then(|value| value.parse().ok())
+/// `command` with `WEIR_LOG` from `WEIR_E2E_LOG` (`info` when unset).
+fn logging(mut command: Command) -> Command {
+    command.env(
+        "WEIR_LOG",
+        std::env::var("WEIR_E2E_LOG").unwrap_or_else(|_| "info".to_owned()),
+    );
+    command
 }
 
-/// A child process with its stderr collected; killed when dropped. Its `WEIR_LOG` is
-/// `WEIR_E2E_LOG` when set (`debug`, `weir_controller=debug`), else `info`.
-pub struct Process {
-    name: String,
-    child: Child,
-    log: Log,
-}
-
-impl Process {
-    /// Starts `command` (stdin closed, stderr collected; stdout as the caller set it).
-    pub fn spawn(name: &str, mut command: Command) -> Self {
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("WEIR_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .env("NO_COLOR", "1")
-            .env(
-                "WEIR_LOG",
-                std::env::var("WEIR_E2E_LOG").unwrap_or_else(|_| "info".to_owned()),
-            )
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let log = Log::capture(child.stderr.take().expect("piped stderr"));
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    /// Kills it at once (SIGKILL) and waits for it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Asks it to stop (SIGTERM) and waits up to `bound` for it to exit; kills it after that.
-    /// Returns how it exited, `None` if it had to be killed.
-    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < bound {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        None
-    }
-
-    /// Whether it has exited, and how.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// What it wrote to stderr so far.
-    pub fn log(&self) -> String {
-        self.log.text()
-    }
-
-    /// Waits up to `bound` for a line of its stderr that contains `marker` and returns it;
-    /// `Err` with the log if it exits first or the bound passes.
-    pub async fn line_with(&mut self, marker: &str, bound: Duration) -> Result<String, String> {
-        let started = Instant::now();
-        loop {
-            if let Some(line) = self.log().lines().find(|line| line.contains(marker)) {
-                return Ok(line.to_owned());
-            }
-            if let Some(status) = self.exited() {
-                // Let the log thread read the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(format!(
-                    "{} exited with {status}:\n{}",
-                    self.name,
-                    self.log()
-                ));
-            }
-            if started.elapsed() > bound {
-                return Err(format!(
-                    "{} did not log {marker:?} within {bound:?}:\n{}",
-                    self.name,
-                    self.log()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- {} log ----\n{}----", self.name, self.log());
-        }
-        self.kill();
-    }
-}
-
-/// A `weir-echo` backend.
-pub struct Echo {
-    /// Its `--name`, answered in `x-backend`.
-    pub name: String,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    _process: Process,
-}
+/// A `weir-echo` backend (its `name` and `addr` are `weir-testkit`'s [`Echo`]'s).
+///
+/// [`Echo`]: weir_testkit::Echo
+pub struct Echo(weir_testkit::Echo);
 
 impl Echo {
     /// Starts `weir-echo --name NAME` on a free port of `ip` and waits for its address; on
     /// the test host's address it runs inside the test host's namespace.
     pub fn start(name: &str, ip: IpAddr) -> Self {
-        let mut command = if ip == host_address() {
+        let command = if ip == host_address() {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", TEST_HOST_NAMESPACE])
                 .arg(binary("weir-echo"));
@@ -305,39 +76,19 @@ impl Echo {
         } else {
             Command::new(binary("weir-echo"))
         };
-        command
-            .args([
-                "--listen",
-                &SocketAddr::new(ip, 0).to_string(),
-                "--name",
-                name,
-            ])
-            .stdout(Stdio::piped());
-        let mut process = Process::spawn(&format!("weir-echo {name}"), command);
-        let stdout = process.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            lines.for_each(drop);
-        });
-        let line = rx.recv_timeout(START_BOUND).unwrap_or_else(|_| {
-            panic!(
-                "weir-echo {name} did not say `listening on` within {START_BOUND:?}: {}",
-                process.log()
-            )
-        });
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from weir-echo: {line:?}"));
-        Self {
-            name: name.to_owned(),
-            addr,
-            _process: process,
-        }
+        Self(weir_testkit::Echo::start_with(
+            name,
+            SocketAddr::new(ip, 0),
+            logging(command),
+        ))
+    }
+}
+
+impl Deref for Echo {
+    type Target = weir_testkit::Echo;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
@@ -418,7 +169,7 @@ impl Controller {
     pub async fn restart(&mut self) {
         self.kill();
         let started = Instant::now();
-        let line = loop {
+        let (line, mut process) = loop {
             let mut command = Command::new(binary("weir-controller"));
             command
                 .args(["--channel", &self.channel.to_string()])
@@ -426,15 +177,9 @@ impl Controller {
                 .args(&self.args)
                 .env("KUBECONFIG", &self.kubeconfig)
                 .stdout(Stdio::null());
-            let mut process = Process::spawn("weir-controller", command);
-            let result = process
-                .line_with("weir-controller starting", START_BOUND)
-                .await;
-            match result {
-                Ok(line) => {
-                    self.process = Some(process);
-                    break line;
-                }
+            let mut process = Process::spawn("weir-controller", logging(command));
+            match process.line_with(CONTROLLER_STARTING, START_BOUND).await {
+                Ok(line) => break (line, process),
                 Err(log)
                     if log.contains("Address already in use")
                         && started.elapsed() < START_BOUND =>
@@ -450,26 +195,12 @@ impl Controller {
                 panic!("weir-controller's startup line names no channel=ADDR metrics=ADDR: {line}")
             }
         }
-        loop {
-            if let Some(status) = self.process.as_mut().and_then(Process::exited) {
-                panic!("weir-controller exited with {status}:\n{}", self.log());
-            }
-            if let Ok(reply) = self
-                .http
-                .get(&format!("http://{}/ready", self.metrics))
-                .await
-                && reply.status == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < 2 * START_BOUND,
-                "weir-controller not ready within {:?}:\n{}",
-                2 * START_BOUND,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = format!("http://{}/ready", self.metrics);
+        let bound = (2 * START_BOUND).saturating_sub(started.elapsed());
+        if let Err(log) = process.until_ok(&ready, bound).await {
+            panic!("weir-controller not ready: {log}");
         }
+        self.process = Some(process);
     }
 
     /// `http://CHANNEL`, what data planes are given as `--controller`.
@@ -484,10 +215,7 @@ impl Controller {
             .get(&format!("http://{}/metrics", self.metrics))
             .await
             .ok()?;
-        reply.body.lines().find_map(|line| {
-            let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
-            value.split_whitespace().next()?.parse().ok()
-        })
+        weir_testkit::metric(&reply.body, sample)
     }
 
     /// What it logged so far.
@@ -509,7 +237,7 @@ pub struct DataPlane {
     pub listen: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
-    process: Process,
+    plane: weir_testkit::DataPlane,
     http: Http,
 }
 
@@ -518,55 +246,30 @@ impl DataPlane {
     /// a selector) and waits until `/ready` answers 200: the controller's first state is in
     /// force.
     pub async fn start(id: &str, controller: &str, args: &[&str]) -> Self {
-        let mut command = Command::new(binary("weir-dataplane"));
+        let mut command = weir_testkit::dataplane_command(binary("weir-dataplane"));
         command
             .args(["--controller", controller, "--data-plane-id", id])
-            .args(["--listen", &ANY_LOOPBACK_PORT.to_string()])
-            .args(["--admin", &ANY_LOOPBACK_PORT.to_string()])
             .args(["--workers", "1"])
-            .args(args)
-            .stdout(Stdio::null());
-        let mut process = Process::spawn(&format!("weir-dataplane {id}"), command);
-        let line = process
-            .line_with("weir-dataplane serving", START_BOUND)
+            .args(args);
+        let name = format!("weir-dataplane {id}");
+        let mut plane = weir_testkit::DataPlane::spawn(&name, logging(command))
             .await
-            .unwrap_or_else(|log| panic!("weir-dataplane {id} did not start: {log}"));
-        let (Some(listen), Some(admin)) =
-            (logged_addr(&line, "listen"), logged_addr(&line, "admin"))
-        else {
-            panic!("weir-dataplane's startup line names no listen=ADDR admin=ADDR: {line}");
-        };
-        let mut plane = Self {
+            .unwrap_or_else(|log| panic!("{name} did not start: {log}"));
+        if let Err(log) = plane.ready(START_BOUND).await {
+            panic!("{name} not ready: {log}");
+        }
+        Self {
             id: id.to_owned(),
-            listen,
-            admin,
-            process,
+            listen: plane.listen,
+            admin: plane.admin,
+            plane,
             http: Http::new(),
-        };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = plane.process.exited() {
-                panic!("weir-dataplane {id} exited with {status}:\n{}", plane.log());
-            }
-            if let Ok(reply) = plane.http.get(&format!("http://{admin}/ready")).await
-                && reply.status == StatusCode::OK
-            {
-                return plane;
-            }
-            assert!(
-                started.elapsed() < START_BOUND,
-                "weir-dataplane {id} not ready within {START_BOUND:?}:\n{}",
-                plane.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// GET `path` through the proxy, on a kept-alive connection.
     pub async fn get(&self, path: &str) -> Result<Reply, String> {
-        self.http
-            .get(&format!("http://{}{path}", self.listen))
-            .await
+        self.http.get(&self.plane.url(path)).await
     }
 
     /// `n` GETs of `path` in a row, tallied.
@@ -580,18 +283,18 @@ impl DataPlane {
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        self.process.log()
+        self.plane.log()
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.plane.pid()
     }
 }
 
 /// An HTTP/1.1 client keeping one connection alive per host.
 #[derive(Clone)]
-pub struct Http(Client<HttpConnector, Full<Bytes>>);
+pub struct Http(HttpClient);
 
 /// A whole answer.
 #[derive(Clone, Debug)]
@@ -604,16 +307,22 @@ pub struct Reply {
     pub body: String,
 }
 
+impl Answer for Reply {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
+    }
+    fn body(&self) -> &str {
+        &self.body
+    }
+}
+
 impl Http {
     /// A new client.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Self(
-            Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1)
-                .build(connector),
-        )
+        Self(weir_testkit::http1())
     }
 
     /// GET `url`, bounded by [`REQUEST_BOUND`].
@@ -646,141 +355,17 @@ impl Http {
         let request = request
             .body(Full::new(body.into()))
             .map_err(|e| e.to_string())?;
-        let exchange = async {
-            let response = self
-                .0
-                .request(request)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                backend: parts
-                    .headers
-                    .get("x-backend")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            })
-        };
-        tokio::time::timeout(REQUEST_BOUND, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_BOUND:?}")))
+        let reply = weir_testkit::exchange(&self.0, request).await?;
+        Ok(Reply {
+            status: reply.status,
+            backend: reply.backend().map(str::to_owned),
+            body: reply.body,
+        })
     }
 }
 
 impl Default for Http {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Answers counted by backend.
-#[derive(Clone, Debug, Default)]
-pub struct Tally {
-    /// Requests sent.
-    pub requests: u64,
-    /// Requests without a 200 answer.
-    pub failures: u64,
-    /// 200 answers by backend.
-    pub by_backend: BTreeMap<String, u64>,
-    /// The first few failures.
-    pub failed: Vec<String>,
-}
-
-impl Tally {
-    /// Counts one answer.
-    pub fn record(&mut self, result: Result<Reply, String>) {
-        self.requests += 1;
-        match result {
-            Ok(reply) if reply.status == StatusCode::OK => {
-                let backend = reply.backend.unwrap_or_else(|| "(none)".to_owned());
-                *self.by_backend.entry(backend).or_default() += 1;
-            }
-            other => {
-                self.failures += 1;
-                if self.failed.len() < 5 {
-                    self.failed.push(match other {
-                        Ok(reply) => format!("{} {}", reply.status, reply.body.trim()),
-                        Err(e) => e,
-                    });
-                }
-            }
-        }
-    }
-
-    /// 200 answers from `backend`.
-    pub fn count(&self, backend: &str) -> u64 {
-        self.by_backend.get(backend).copied().unwrap_or(0)
-    }
-
-    /// `backend`'s share of the 200 answers, in percent.
-    pub fn share(&self, backend: &str) -> f64 {
-        let ok: u64 = self.by_backend.values().sum();
-        if ok == 0 {
-            0.0
-        } else {
-            self.count(backend) as f64 * 100.0 / ok as f64
-        }
-    }
-}
-
-impl fmt::Display for Tally {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} requests, {} failed;", self.requests, self.failures)?;
-        for (backend, n) in &self.by_backend {
-            write!(f, " {backend} {n} ({:.1}%)", self.share(backend))?;
-        }
-        if !self.failed.is_empty() {
-            write!(f, "; first failures: {:?}", self.failed)?;
-        }
-        Ok(())
-    }
-}
-
-/// Polls `check` every 50 ms until it gives a value, for at most `bound`; returns the value
-/// and how long it took.
-///
-/// # Panics
-/// After `bound`, with `what` and the last thing `check` said.
-pub async fn eventually<T, F, Fut>(what: &str, bound: Duration, mut check: F) -> (T, Duration)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(value) => return (value, started.elapsed()),
-            Err(last) if started.elapsed() >= bound => {
-                panic!("{what}: not within {bound:?}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Lines a child writes, collected by a thread.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<String>>);
-
-impl Log {
-    fn capture(from: impl Read + Send + 'static) -> Self {
-        let log = Self::default();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(from).lines() {
-                let Ok(line) = line else { break };
-                let mut text = sink.0.lock().unwrap_or_else(|p| p.into_inner());
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        log
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
