@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Backend, Proxy, Stop, load, pool, pools_file};
+use crate::support::{Backend, Proxy, Stop, eventually, load, pool, pools_file};
 
 const RELOADS_OK: &str = "weir_config_reloads_total{result=\"success\"}";
 const RELOADS_FAILED: &str = "weir_config_reloads_total{result=\"failure\"}";
@@ -159,9 +159,25 @@ async fn sighup_reloads_the_pools_file() {
         reached_b.is_some(),
         "the target added before SIGHUP got no traffic within 2 s"
     );
-    assert_eq!(proxy.metric(RELOADS_OK).await, Some(1.0));
-    assert!(
-        proxy.log().contains("SIGHUP"),
-        "the reload's reason is not logged"
-    );
+    // The new snapshot serves before the reload is counted and logged: wait for both.
+    eventually("the reload counted", Duration::from_secs(5), || async {
+        match proxy.metric(RELOADS_OK).await {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{RELOADS_OK} = {other:?}")),
+        }
+    })
+    .await;
+    eventually(
+        "the reload's reason (SIGHUP) logged",
+        Duration::from_secs(5),
+        || async {
+            let log = proxy.log();
+            if log.contains("SIGHUP") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .await;
 }

@@ -23,7 +23,8 @@ use weir_testkit::{DataPlane, HttpClient, START_BOUND};
 
 pub use weir_testkit::Echo as Backend;
 pub use weir_testkit::{
-    Refusing, Reply, Stop, Tally, TempDir, get, h2c, http1, load, load_at_rate, seen_header, send,
+    Refusing, Reply, Stop, Tally, TempDir, eventually, get, h2c, http1, load, load_at_rate,
+    seen_header, send,
 };
 
 // ---------------------------------------------------------------------------------------------
