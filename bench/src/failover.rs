@@ -21,8 +21,6 @@ use crate::plan::{Plan, Proxy};
 use crate::tools::Tools;
 use crate::{STOP_GRACE, backend_requests, run_wrk};
 
-/// Shortest run that leaves a second before the kill and a second between kill and restart.
-pub const MIN_DURATION_SECS: u64 = 4;
 /// Weights of the three backends: equal, so each serves a third while all are up.
 const WEIGHTS: [u32; 3] = [1, 1, 1];
 /// Index of the backend that is killed and restarted.
@@ -276,6 +274,7 @@ async fn restart_echo(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::FAILOVER_MIN_DURATION_SECS;
 
     #[test]
     fn kill_at_a_quarter_restart_at_half() {
@@ -284,7 +283,7 @@ mod tests {
             (Duration::from_secs(5), Duration::from_secs(10))
         );
         assert_eq!(
-            schedule(MIN_DURATION_SECS),
+            schedule(FAILOVER_MIN_DURATION_SECS),
             (Duration::from_secs(1), Duration::from_secs(2))
         );
         assert_eq!(

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 
-use crate::failover;
+/// Shortest failover run that leaves a second before the kill and a second between kill
+/// and restart.
+pub const FAILOVER_MIN_DURATION_SECS: u64 = 4;
 
 /// Command line of `weir-bench`.
 #[derive(Debug, Parser)]
@@ -182,11 +184,11 @@ impl Plan {
         if plan.duration_secs == 0 {
             bail!("--duration must be at least 1s");
         }
-        if failover && plan.duration_secs < failover::MIN_DURATION_SECS {
+        if failover && plan.duration_secs < FAILOVER_MIN_DURATION_SECS {
             bail!(
                 "failover needs --duration of at least {}s: a backend is killed at 1/4 of it and \
                  restarted at 1/2",
-                failover::MIN_DURATION_SECS
+                FAILOVER_MIN_DURATION_SECS
             );
         }
         Ok(plan)
