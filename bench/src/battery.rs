@@ -20,8 +20,8 @@ use crate::procs::{self, Backend};
 use weir_testkit::TempDir;
 
 use crate::plan::{Plan, Proxy};
+use crate::procs::{STOP_GRACE, backend_requests};
 use crate::tools::Tools;
-use crate::{STOP_GRACE, backend_requests};
 use cases::{Answer, Case, Expect, Group};
 
 /// Longest a proxy may take to answer one case; above the 1 s the `/delay` target waits, so

@@ -18,8 +18,9 @@ use crate::report::{self, FailoverRun};
 use weir_testkit::TempDir;
 
 use crate::plan::{Plan, Proxy};
+use crate::procs::{STOP_GRACE, backend_requests};
 use crate::tools::Tools;
-use crate::{STOP_GRACE, backend_requests, run_wrk};
+use crate::wrk;
 
 /// Weights of the three backends: equal, so each serves a third while all are up.
 const WEIGHTS: [u32; 3] = [1, 1, 1];
@@ -144,7 +145,7 @@ async fn once(
 
     let url = format!("http://{listen}/");
     if plan.warmup_secs > 0 {
-        run_wrk(plan, &url, plan.warmup_secs).await?;
+        wrk::run(plan, &url, plan.warmup_secs).await?;
     }
     let before = backend_requests(&backends).await?;
 
@@ -171,7 +172,7 @@ async fn once(
         anyhow::Ok((back, killed_at, start.elapsed()))
     };
     let (wrk, (back, killed_at, restarted_at)) =
-        tokio::try_join!(run_wrk(plan, &url, plan.duration_secs), chaos)?;
+        tokio::try_join!(wrk::run(plan, &url, plan.duration_secs), chaos)?;
     guard.check_alive()?;
     backends.insert(KILLED, back);
     let after = backend_requests(&backends).await?;
@@ -235,7 +236,7 @@ async fn storm(
     let (mut guard, listen) =
         crate::proxies::start_proxy(plan, tools, &pools, &targets, Proxy::Weir, &log).await?;
     let before = backend_requests(&backends).await?;
-    let wrk = run_wrk(plan, &format!("http://{listen}/status/503"), STORM_SECS).await?;
+    let wrk = wrk::run(plan, &format!("http://{listen}/status/503"), STORM_SECS).await?;
     let after = backend_requests(&backends).await?;
     guard.check_alive()?;
     crate::proxies::stop_proxy(guard).await;

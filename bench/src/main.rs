@@ -7,7 +7,6 @@
 //! `battery` scenario sends malformed and ambiguous requests to each and tabulates what they
 //! refuse. Run it through `bench/run`, which installs the peers and builds everything in
 //! release mode first.
-
 //!
 //! Start with [`plan`] (the command line and each scenario's defaults), then the scenario
 //! modules: [`throughput`] (throughput and stress), [`failover`] and [`battery`]; [`proxies`]
@@ -34,13 +33,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use weir_testkit::TempDir;
 
 use crate::plan::{Args, Plan, Proxy, Scenario};
-use crate::procs::Backend;
 use crate::tools::Tools;
-
-/// How long a proxy or backend may take to become ready.
-const READY_LIMIT: Duration = Duration::from_secs(10);
-/// How long a stopped proxy gets to exit before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -88,57 +81,11 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
 
     println!("weir-bench: {}", plan.command_line());
     println!("machine: {} cores; {}", cores(), versions(&plan).await);
-    if plan.scenario == Scenario::Failover {
-        return failover::run(&plan, &tools, &tmp).await;
-    }
-    if plan.scenario == Scenario::Battery {
-        return battery::run(&plan, &tools, &tmp).await;
-    }
     match plan.scenario {
         Scenario::Throughput | Scenario::Stress => throughput::run(&plan, &tools, &tmp).await,
         Scenario::Failover => failover::run(&plan, &tools, &tmp).await,
         Scenario::Battery => battery::run(&plan, &tools, &tmp).await,
     }
-}
-
-/// Runs wrk against `url` for `secs` seconds and parses its report.
-async fn run_wrk(plan: &Plan, url: &str, secs: u64) -> anyhow::Result<wrk::WrkReport> {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t", &plan.threads.to_string()])
-        .args(["-c", &plan.connections.to_string()])
-        .args(["-d", &format!("{secs}s")])
-        .arg("--latency")
-        .arg(url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    // wrk stops by itself after `secs`; the margin covers thread start-up and a loaded machine.
-    let limit = Duration::from_secs(secs + 30);
-    let output = tokio::time::timeout(limit, cmd.output())
-        .await
-        .with_context(|| format!("wrk did not finish within {limit:?}"))?
-        .context("running wrk")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "wrk failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr),
-            stdout
-        );
-    }
-    wrk::parse(&stdout)
-}
-
-/// The request counters of every backend, in target order.
-async fn backend_requests(backends: &[Backend]) -> anyhow::Result<Vec<u64>> {
-    let mut counts = Vec::with_capacity(backends.len());
-    for backend in backends {
-        let (status, body) = procs::http_get(backend.addr, "/_stats").await?;
-        let stats: serde_json::Value = serde_json::from_str(&body)
-            .with_context(|| format!("bad /_stats from {} ({status}): {body:?}", backend.addr))?;
-        counts.push(stats["requests"].as_u64().unwrap_or_default());
-    }
-    Ok(counts)
 }
 
 fn cores() -> usize {

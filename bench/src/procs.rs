@@ -16,6 +16,11 @@ use weir_testkit::startup;
 
 use crate::procfs;
 
+/// How long a proxy or backend may take to become ready.
+pub const READY_LIMIT: Duration = Duration::from_secs(10);
+/// How long a stopped proxy gets to exit before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A child process, leader of its own process group, that is killed with its whole group
 /// when dropped: on success, on error and when Ctrl-C drops the benchmark's future.
 pub struct Guard {
@@ -296,4 +301,16 @@ pub async fn wait_ready(
         guard.name,
         guard.log_tail()
     )
+}
+
+/// The request counters of every backend, in target order.
+pub async fn backend_requests(backends: &[Backend]) -> anyhow::Result<Vec<u64>> {
+    let mut counts = Vec::with_capacity(backends.len());
+    for backend in backends {
+        let (status, body) = http_get(backend.addr, "/_stats").await?;
+        let stats: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("bad /_stats from {} ({status}): {body:?}", backend.addr))?;
+        counts.push(stats["requests"].as_u64().unwrap_or_default());
+    }
+    Ok(counts)
 }

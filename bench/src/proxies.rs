@@ -9,8 +9,8 @@ use tokio::process::Command;
 
 use crate::plan::{Plan, Proxy};
 use crate::procs::{self, Guard};
+use crate::procs::{READY_LIMIT, STOP_GRACE};
 use crate::tools::Tools;
-use crate::{READY_LIMIT, STOP_GRACE};
 
 /// Starts `proxy` in front of `targets` (Weir reads them from `pools`), logging to `log`, and
 /// waits until it answers on the address it returns.

@@ -7,11 +7,13 @@ use std::path::Path;
 use weir_testkit::TempDir;
 
 use crate::plan::{Plan, Proxy, Scenario};
+use crate::procfs;
 use crate::procs::{self, Backend};
+use crate::procs::{STOP_GRACE, backend_requests};
 use crate::proxies::{pools_yaml, start_proxy, stop_proxy};
 use crate::report::{self, Run};
 use crate::tools::Tools;
-use crate::{STOP_GRACE, backend_requests, procfs, run_wrk};
+use crate::wrk;
 
 /// Weights of the three backends, as in the seed's example pool.
 const WEIGHTS: [u32; 3] = [3, 2, 1];
@@ -95,11 +97,11 @@ async fn measure(
 
     let url = format!("http://{listen}/");
     if plan.warmup_secs > 0 {
-        run_wrk(plan, &url, plan.warmup_secs).await?;
+        wrk::run(plan, &url, plan.warmup_secs).await?;
     }
     let before_split = backend_requests(backends).await?;
     let before = procfs::usage(guard.pid());
-    let wrk = run_wrk(plan, &url, plan.duration_secs).await?;
+    let wrk = wrk::run(plan, &url, plan.duration_secs).await?;
     let after = procfs::usage(guard.pid());
     guard.check_alive()?;
     let after_split = backend_requests(backends).await?;

@@ -1,6 +1,12 @@
 //! Reading what `wrk --latency` prints.
 
+use std::process::Stdio;
+use std::time::Duration;
+
 use anyhow::{Context as _, bail};
+use tokio::process::Command;
+
+use crate::plan::Plan;
 
 /// The numbers of one wrk run that the benchmark reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +151,34 @@ fn parse_socket_errors(text: &str) -> anyhow::Result<u64> {
         total += count.parse::<u64>()?;
     }
     Ok(total)
+}
+
+/// Runs wrk against `url` for `secs` seconds and parses its report.
+pub async fn run(plan: &Plan, url: &str, secs: u64) -> anyhow::Result<WrkReport> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", &plan.threads.to_string()])
+        .args(["-c", &plan.connections.to_string()])
+        .args(["-d", &format!("{secs}s")])
+        .arg("--latency")
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // wrk stops by itself after `secs`; the margin covers thread start-up and a loaded machine.
+    let limit = Duration::from_secs(secs + 30);
+    let output = tokio::time::timeout(limit, cmd.output())
+        .await
+        .with_context(|| format!("wrk did not finish within {limit:?}"))?
+        .context("running wrk")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            stdout
+        );
+    }
+    parse(&stdout)
 }
 
 #[cfg(test)]
