@@ -5,6 +5,10 @@
 //! that stops sending) into a [`ClientBodyError`]. That error travels inside hyper's client
 //! error when the body was being streamed to a target, and [`crate::error`] finds it there: a
 //! failure the client caused is never blamed on the target.
+//!
+//! [`ClientBody`] reads any body: hyper's [`Incoming`] as it is, anything else boxed, so the
+//! request path can be served in-process (tests hand it a `Full`) while the body read off the
+//! wire costs no allocation and no dynamic call.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -27,7 +33,7 @@ use crate::upstream::Checkout;
 /// client that stops sending does not hold a target's connection).
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Inner,
     remaining: u64,
     limit: u64,
     read_timeout: Duration,
@@ -37,6 +43,18 @@ pub struct ClientBody {
     waiting: bool,
     ended: Option<Arc<BodyEnded>>,
 }
+
+/// What a [`ClientBody`] reads.
+#[derive(Debug)]
+enum Inner {
+    /// Off the wire: every request the listener serves.
+    Wire(Incoming),
+    /// Any other body (a request served in-process).
+    Other(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+/// The error of a body other than hyper's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Tells when the client's body has been read to its end: a target's time to answer starts
 /// there (as Envoy's route timeout does), so a client that uploads slowly is not taken for a
@@ -61,10 +79,10 @@ pub enum ClientBodyError {
     /// The body's framing is broken: a bad chunk size, a bad chunk terminator, more data than
     /// announced.
     #[error("malformed request body: {0}")]
-    Malformed(#[source] hyper::Error),
+    Malformed(#[source] BoxError),
     /// The client closed its connection or reset its stream before the body ended.
     #[error("the client went away before the request body ended: {0}")]
-    Gone(#[source] hyper::Error),
+    Gone(#[source] BoxError),
     /// The client sent nothing of its body for the body read timeout.
     #[error("the client sent no request body data for {0:?}")]
     Timeout(Duration),
@@ -105,7 +123,16 @@ pub enum ResponseBody {
 
 impl ClientBody {
     /// Reads `inner`, allowing at most `limit` bytes and `read_timeout` between two frames.
-    pub fn new(inner: Incoming, limit: u64, read_timeout: Duration) -> Self {
+    pub fn new<B>(inner: B, limit: u64, read_timeout: Duration) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // Resolved when `B` is known: hyper's body is kept as it is, the rest are boxed.
+        let inner = match try_downcast::<Incoming, B>(inner) {
+            Ok(wire) => Inner::Wire(wire),
+            Err(other) => Inner::Other(other.map_err(Into::into).boxed_unsync()),
+        };
         Self {
             inner,
             remaining: limit,
@@ -130,6 +157,38 @@ impl ClientBody {
         if let Some(ended) = &self.ended {
             ended.set();
         }
+    }
+}
+
+impl Inner {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Self::Wire(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Other(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Wire(b) => b.is_end_stream(),
+            Self::Other(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Wire(b) => b.size_hint(),
+            Self::Other(b) => b.size_hint(),
+        }
+    }
+}
+
+/// `k` as a `T` if it is one, without boxing it (axum-core's `try_downcast`).
+fn try_downcast<T: 'static, K: Send + 'static>(k: K) -> Result<T, K> {
+    let mut k = Some(k);
+    match <dyn std::any::Any>::downcast_mut::<Option<T>>(&mut k) {
+        Some(t) => Ok(t.take().expect("just put there")),
+        None => Err(k.expect("just put there")),
     }
 }
 
@@ -159,8 +218,8 @@ impl ClientBodyError {
     /// Classifies an error from the client's side of the connection: framing errors are the
     /// ones hyper's decoder reports as invalid data or input; the rest (end of file before the
     /// body ended, a connection error, a reset stream) mean the client went away.
-    fn of(e: hyper::Error) -> Self {
-        let mut source = std::error::Error::source(&e);
+    fn of(e: BoxError) -> Self {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind::{InvalidData, InvalidInput};
@@ -208,7 +267,7 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
                 if let Some(data) = frame.data_ref() {

@@ -189,7 +189,7 @@ impl ProxyError {
     pub fn from_client_body(err: &ClientBodyError) -> Self {
         match err {
             ClientBodyError::TooLarge { limit } => Self::PayloadTooLarge(*limit),
-            ClientBodyError::Malformed(e) => Self::BadBody(describe(e)),
+            ClientBodyError::Malformed(e) => Self::BadBody(describe(&**e)),
             ClientBodyError::Gone(_) => Self::ClientGone,
             ClientBodyError::Timeout(after) => Self::ClientTimeout(*after),
         }
