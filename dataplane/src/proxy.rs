@@ -13,28 +13,32 @@ mod select;
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use http_body::Body as _;
-use hyper::body::Incoming;
+use http_body::Body;
 use tokio::time::Instant;
 
 pub use head::Peer;
 
 use self::forward::{Trail, forward};
 use crate::access_log;
-use crate::body::ResponseBody;
+use crate::body::{BoxError, ResponseBody};
 use crate::error::{Counted, Fault, ProxyError};
 use crate::headers;
 use crate::state::{PoolState, State};
 use crate::validate;
 
 /// Serves one downstream request from `peer`. Never fails: every error becomes a response.
-pub async fn serve(
-    state: &State,
-    mut req: Request<Incoming>,
-    peer: &Peer,
-) -> Response<ResponseBody> {
+///
+/// The listener hands it hyper's [`Incoming`](hyper::body::Incoming) bodies; any other body
+/// serves too, so the request path can be called in-process (`tests/service.rs`).
+pub async fn serve<B>(state: &State, mut req: Request<B>, peer: &Peer) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let arrived = Instant::now();
     let request_id = headers::ensure_request_id(req.headers_mut());
     // Until the request ends otherwise, it is one whose client left: dropped with this
@@ -146,7 +150,7 @@ fn sampled(pool: &PoolState) -> bool {
 }
 
 /// The access-log entry of a request as it arrived.
-fn entry(req: &Request<Incoming>, request_id: &HeaderValue, peer: &Peer) -> access_log::Entry {
+fn entry<B>(req: &Request<B>, request_id: &HeaderValue, peer: &Peer) -> access_log::Entry {
     access_log::Entry {
         time: std::time::SystemTime::now(),
         request_id: request_id.clone(),

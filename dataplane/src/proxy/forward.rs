@@ -10,14 +10,13 @@ use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::attempts::{self, Attempts, Next, Pending, Sent};
 use super::head::{self, Head, Peer};
 use super::respond::respond;
 use super::select::select;
-use crate::body::{BodyEnded, ClientBody, ResponseBody};
+use crate::body::{BodyEnded, BoxError, ClientBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::settings::ProxySettings;
@@ -62,15 +61,19 @@ impl Trail {
 
 /// Forwards `req`, routed to `pool`, that arrived at `arrived`: the target's response, or
 /// why there is none.
-pub async fn forward(
+pub async fn forward<B>(
     settings: &ProxySettings,
     pool: &PoolState,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     peer: &Peer,
     request_id: &HeaderValue,
     arrived: Instant,
     trail: &mut Trail,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let breaker = &pool.config.circuit_breaker;
     let pool_request = pool
         .stats
