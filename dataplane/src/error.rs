@@ -7,11 +7,13 @@
 //! the internet could otherwise take healthy targets out of service.
 
 use std::error::Error as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{ClientBodyError, ResponseBody};
 use crate::headers::X_REQUEST_ID;
+use crate::stats::ErrorCounts;
 use crate::upstream::{Limit, UpstreamError};
 
 /// Header naming the proxy-side reason of a proxy-made answer, for clients and dashboards.
@@ -111,6 +113,18 @@ pub enum Counted {
     Client,
 }
 
+impl Counted {
+    /// Its counter among a pool's `counts`.
+    pub fn counter(self, counts: &ErrorCounts) -> &AtomicU64 {
+        match self {
+            Self::BadGateway => &counts.bad_gateway,
+            Self::Unavailable => &counts.unavailable,
+            Self::Timeout => &counts.timeout,
+            Self::Client => &counts.client,
+        }
+    }
+}
+
 impl ProxyError {
     /// Who caused this failure.
     pub fn fault(&self) -> Fault {
@@ -147,6 +161,13 @@ impl ProxyError {
             StatusCode::GATEWAY_TIMEOUT => Counted::Timeout,
             _ => Counted::Unavailable,
         }
+    }
+
+    /// Counts this answer among the pool's proxy-made answers, in [`Self::counted`]'s counter.
+    pub fn count(&self, counts: &ErrorCounts) {
+        self.counted()
+            .counter(counts)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The status this error is answered with.
@@ -413,6 +434,26 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let plain = UpstreamError::Connect(refused);
         assert_eq!(ProxyError::from_upstream(t, &plain).fault(), Fault::Target);
+    }
+
+    #[test]
+    fn each_answer_is_counted_once_under_its_status() {
+        let t = "127.0.0.1:1".parse().unwrap();
+        let counts = ErrorCounts::default();
+        ProxyError::Timeout(t).count(&counts);
+        ProxyError::Overflow(Limit::MaxConnections).count(&counts);
+        ProxyError::NoTarget("web".into()).count(&counts);
+        ProxyError::ClientGone.count(&counts);
+        let upstream = ProxyError::Upstream {
+            target: t,
+            reason: "reset".into(),
+        };
+        upstream.count(&counts);
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(read(&counts.timeout), 1, "504");
+        assert_eq!(read(&counts.unavailable), 2, "two 503s");
+        assert_eq!(read(&counts.client), 1, "499, the client's");
+        assert_eq!(read(&counts.bad_gateway), 1, "502");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use head::Peer;
 use self::forward::{Trail, forward};
 use crate::access_log;
 use crate::body::{BoxError, ResponseBody};
-use crate::error::{Counted, Fault, ProxyError};
+use crate::error::{Fault, ProxyError};
 use crate::headers;
 use crate::state::{PoolState, State};
 use crate::validate;
@@ -103,14 +103,7 @@ where
             response
         }
         Err(e) => {
-            let errors = &pool.stats.proxy_errors;
-            let counter = match e.counted() {
-                Counted::BadGateway => &errors.bad_gateway,
-                Counted::Unavailable => &errors.unavailable,
-                Counted::Timeout => &errors.timeout,
-                Counted::Client => &errors.client,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            e.count(&pool.stats.proxy_errors);
             if e.fault() != Fault::Client {
                 pool.stats.failed.fetch_add(1, Ordering::Relaxed);
             } else if e.status() != crate::error::CLIENT_CLOSED_REQUEST {
