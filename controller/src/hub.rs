@@ -7,7 +7,7 @@
 //! burst of EndpointSlice updates becomes one revision per pool and one push per stream.
 //! Staging a pool exactly as it is changes nothing and bumps no revision.
 //!
-//! Each pool is serialized once, when it is committed ([`Committed`]); every stream writes the
+//! Each pool is serialized once, when it is committed (`Committed`); every stream writes the
 //! same bytes ([`Line::write_to`]), so a change costs one serialization however many data
 //! planes follow.
 //!

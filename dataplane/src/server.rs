@@ -6,7 +6,7 @@
 //! adds none, is in `docs/hardening.md`. In short:
 //! - a cap on open connections (`--max-connections`): beyond it a new connection is accepted
 //!   and reset at once, never left waiting in the kernel's queue;
-//! - per connection, one task watches an [`activity::Activity`] that the socket, every request
+//! - per connection, one task watches an `activity::Activity` that the socket, every request
 //!   and every response body report to: HTTP/1.1 heads must arrive within the header read
 //!   timeout of their first byte, and a connection with nothing in flight closes after the
 //!   idle timeout (hyper has neither for a keep-alive connection between requests, nor any
@@ -116,7 +116,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
 /// The connection cap in force: `--max-connections`, or what the open-files limit allows.
 ///
 /// Derived, it keeps two descriptors per client connection (its own and one to a target) and
-/// [`RESERVED_FDS`] more, so that the proxy refuses connections cleanly before `accept` starts
+/// `RESERVED_FDS` more, so that the proxy refuses connections cleanly before `accept` starts
 /// failing with EMFILE, where it could only back off while clients wait in the kernel's queue.
 /// HAProxy derives its `maxconn` from `ulimit -n` the same way.
 pub fn max_connections(settings: &ProxySettings) -> u64 {

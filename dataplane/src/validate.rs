@@ -20,7 +20,7 @@
 //!   agree.
 //! - **Framing** ([`framing`], RFC 9112 §6): one Transfer-Encoding line, `chunked`, never
 //!   beside Content-Length; one Content-Length line. hyper hides the lines it drops, so their
-//!   count comes from the raw head ([`wire`]).
+//!   count comes from the raw head (`wire`).
 //! - **Fields** ([`fields`]): names up to 1 KiB; no underscore spelling of a field Weir sets
 //!   (CGI targets read `X_Forwarded_For` as X-Forwarded-For); no Upgrade in HTTP/1.0.
 //!
