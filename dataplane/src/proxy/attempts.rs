@@ -112,9 +112,13 @@ impl<'p> Attempts<'p> {
         }
     }
 
-    /// The request's header block, for the choice of target.
+    /// The request's header block, for the choice of target: the head's, or, when the last
+    /// try took it and handed its request back unsent, that request's.
     pub fn headers(&self) -> &http::HeaderMap {
-        &self.head.parts.headers
+        match &self.unsent {
+            Some(request) => request.headers(),
+            None => &self.head.parts.headers,
+        }
     }
 
     /// Targets tried so far, in order.
@@ -169,20 +173,17 @@ impl<'p> Attempts<'p> {
                     .health
                     .record(Outcome::of_status(status), done, || pool.may_eject(done));
                 let failure = Failure::Status(status);
-                let again = !self.is_last()
-                    && failure.listed_in(&pool.config.retries)
-                    && matches!(self.body, Pending::Buffered(_));
-                if !again {
+                let listed = failure.listed_in(&pool.config.retries);
+                if !listed || !matches!(self.body, Pending::Buffered(_)) {
                     return Next::Respond(response);
                 }
-                let reason = format!("answered {status}");
-                (
-                    failure,
-                    ProxyError::Upstream {
-                        target: address,
-                        reason,
-                    },
-                )
+                // A listed status is the target's own answer: when no retry may follow (the
+                // last try, the deadline, the method, the budget), the client gets it as it
+                // is rather than a 502 or 504 the proxy would make up.
+                return match self.retry(index, done, failure) {
+                    Some(wait) => Next::RetryAfter(wait),
+                    None => Next::Respond(response),
+                };
             }
             Sent::Failed(SendError { error, unsent }) => {
                 if let UpstreamError::Overflow(limit) = error {
@@ -224,19 +225,33 @@ impl<'p> Attempts<'p> {
         failure: Failure,
         error: ProxyError,
     ) -> Next<R> {
-        let pool = self.pool;
-        let policy = &pool.config.retries;
-        let address = pool.targets[index].stats.address;
+        let address = self.pool.targets[index].stats.address;
         if done >= self.deadline {
             return Next::Fail(ProxyError::Timeout(address));
         }
+        if error.retry() == Retry::Never {
+            return Next::Fail(error);
+        }
+        match self.retry(index, done, failure) {
+            Some(wait) => Next::RetryAfter(wait),
+            None => Next::Fail(error),
+        }
+    }
+
+    /// Whether the try to target `index` that ended at `done` with `failure` is followed by
+    /// another, and after what backoff: tries and time left, a body to send again, a policy
+    /// and method that allow it, and a retry budget that grants it.
+    fn retry(&mut self, index: usize, done: Instant, failure: Failure) -> Option<Duration> {
+        let pool = self.pool;
+        let policy = &pool.config.retries;
+        let address = pool.targets[index].stats.address;
         let resendable = self.unsent.is_some() || matches!(self.body, Pending::Buffered(_));
-        if self.is_last()
+        if done >= self.deadline
+            || self.is_last()
             || !resendable
-            || error.retry() == Retry::Never
             || !retry::retryable(policy, failure, &self.head.parts.method)
         {
-            return Next::Fail(error);
+            return None;
         }
         let stats = &pool.stats;
         let granted = stats.retry_budget.try_withdraw(
@@ -246,7 +261,7 @@ impl<'p> Attempts<'p> {
         );
         if !granted {
             stats.retries_refused.fetch_add(1, Ordering::Relaxed);
-            return Next::Fail(error);
+            return None;
         }
         stats.retries.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pool = %pool.config.name, target = %address, ?failure, attempt = self.count, "retrying on another target");
@@ -255,7 +270,7 @@ impl<'p> Attempts<'p> {
             policy.backoff_base.get(),
             policy.backoff_max.get(),
         );
-        Next::RetryAfter(wait.min(self.deadline.saturating_duration_since(done)))
+        Some(wait.min(self.deadline.saturating_duration_since(done)))
     }
 
     fn is_last(&self) -> bool {

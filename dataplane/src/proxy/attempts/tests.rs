@@ -223,7 +223,7 @@ async fn a_non_idempotent_request_that_may_have_reached_its_target_is_not_retrie
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_retry_the_budget_refuses_fails_with_the_tries_own_error() {
+async fn a_failed_try_whose_retry_the_budget_refuses_fails_with_its_own_error() {
     let pool = pool(&["retries: { attempts: 3, budgetPercent: 0, minRetriesPerSecond: 0 }"]);
     let mut tries = attempts(&pool, Method::GET, buffered(""));
     let _ = tries.start(0, Instant::now());
@@ -353,4 +353,62 @@ async fn a_pool_limit_met_on_the_way_to_a_target_fails_the_request_uncounted() {
     );
     assert_eq!(pool.stats.overflows[1].load(Ordering::Relaxed), 1);
     assert_eq!(failures(&pool, 0), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_status_that_no_retry_may_follow_reaches_the_client_as_the_target_sent_it() {
+    let answered = |response| Sent::Answered {
+        status: 503,
+        response,
+    };
+    // The budget refuses the retry.
+    let spent = pool(&[
+        "retries: { attempts: 3, retryOn: [503], budgetPercent: 0, minRetriesPerSecond: 0 }",
+    ]);
+    let mut tries = attempts(&spent, Method::GET, buffered(""));
+    let _ = tries.start(0, Instant::now());
+    let next = tries.settle(0, Instant::now(), answered("budget spent"));
+    assert!(matches!(next, Next::Respond("budget spent")), "{next:?}");
+    assert_eq!(spent.stats.retries_refused.load(Ordering::Relaxed), 1);
+
+    // The request timeout ran out while the target answered.
+    let late = pool(&[
+        "timeouts: { request: 1s }",
+        "retries: { attempts: 3, retryOn: [503] }",
+    ]);
+    let mut tries = attempts(&late, Method::GET, buffered(""));
+    let _ = tries.start(0, Instant::now());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let next = tries.settle(0, Instant::now(), answered("past the deadline"));
+    assert!(
+        matches!(next, Next::Respond("past the deadline")),
+        "{next:?}"
+    );
+
+    // A POST without a body is buffered, but its method is not retried once sent.
+    let post = pool(&["retries: { attempts: 3, retryOn: [503] }"]);
+    let mut tries = attempts(&post, Method::POST, buffered(""));
+    let _ = tries.start(0, Instant::now());
+    let next = tries.settle(0, Instant::now(), answered("not idempotent"));
+    assert!(matches!(next, Next::Respond("not idempotent")), "{next:?}");
+    for pool in [&spent, &late, &post] {
+        assert_eq!(pool.stats.retries.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_target_after_a_connect_failure_is_chosen_by_the_request_headers() {
+    // A streamed POST is not replayed after it was sent, so its first try takes the head's
+    // header block; the connection hands the request back unsent, headers included.
+    let pool = pool(&["retries: { attempts: 3 }"]);
+    let mut tries = attempts(&pool, Method::POST, streamed("order=7"));
+    assert_eq!(tries.headers()["host"], "shop.example");
+    let (request, _) = tries.start(0, Instant::now());
+    let next = tries.settle(0, Instant::now(), refused(Some(request)));
+    assert!(matches!(next, Next::RetryAfter(_)), "{next:?}");
+    assert_eq!(
+        tries.headers()["host"],
+        "shop.example",
+        "header and cookie affinity see the request's own fields on the retry"
+    );
 }
