@@ -62,17 +62,28 @@ pub struct OutlierDetection {
 }
 
 /// Limits that keep a pool and its targets from being overwhelmed.
+///
+/// The three pool-wide limits default to 8,192: high enough that ordinary concurrency is never
+/// refused (`h2load -c16 -m100` keeps 1,600 streams in flight, and with HTTP/1.1 to the targets
+/// each needs its own connection, all opened at once when the run starts), low enough that a
+/// pool whose targets stall stops piling up requests, connections and descriptors long before
+/// the proxy runs out of memory or open files. Envoy's 1,024, the old default, refused 4.8% of
+/// that h2load run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
-    /// Most open connections to all the pool's targets together.
+    /// Most open connections to all the pool's targets together: bounds the descriptors the
+    /// pool holds and the connections its targets must accept. With HTTP/1.1 to the targets
+    /// each request in flight holds one, so this is also a cap on requests in flight.
     #[serde(default = "default_limit")]
     pub max_connections: u32,
-    /// Most requests waiting for a connection to be opened.
+    /// Most requests waiting for a connection to be opened: bounds the connects in progress
+    /// when targets stop accepting (each waits up to `timeouts.connect`).
     #[serde(default = "default_limit")]
     pub max_pending_requests: u32,
-    /// Most requests in flight to the pool's targets.
+    /// Most requests in flight to the pool's targets: bounds the memory and target load a
+    /// pool whose targets slow down can accumulate.
     #[serde(default = "default_limit")]
     pub max_requests: u32,
     /// Consecutive failures (gateway failures and 5xx) that open one target's breaker.
@@ -353,8 +364,9 @@ fn default_max_ejection() -> Duration {
 fn default_max_ejection_percent() -> u32 {
     50
 }
+/// See [`CircuitBreaker`] for why 8,192.
 fn default_limit() -> u32 {
-    1024
+    8192
 }
 fn default_reset_timeout() -> Duration {
     Duration::from_secs(30)
