@@ -5,15 +5,17 @@
 //! the proxy's CPU cost per request and its peak memory. The `failover` scenario instead kills
 //! and restarts one of three backends under load and reports each proxy's success rate; the
 //! `battery` scenario sends malformed and ambiguous requests to each and tabulates what they
-//! refuse. Run it through `bench/run`, which installs the peers and builds everything in
+//! refuse; the `h2` scenario drives each with h2load over clear-text HTTP/2. Run it through `bench/run`, which installs the peers and builds everything in
 //! release mode first.
 //!
 //! Start with [`plan`] (the command line and each scenario's defaults), then the scenario
-//! modules: [`throughput`] (throughput and stress), [`failover`] and [`battery`]; [`proxies`]
+//! modules: [`throughput`] (throughput and stress), [`h2`], [`failover`] and [`battery`]; [`proxies`]
 //! starts the proxies under test, [`procs`] every child process.
 
 mod battery;
 mod failover;
+mod h2;
+mod h2load;
 mod plan;
 mod procfs;
 mod procs;
@@ -85,6 +87,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         Scenario::Throughput | Scenario::Stress => throughput::run(&plan, &tools, &tmp).await,
         Scenario::Failover => failover::run(&plan, &tools, &tmp).await,
         Scenario::Battery => battery::run(&plan, &tools, &tmp).await,
+        Scenario::H2 => h2::run(&plan, &tools, &tmp).await,
     }
 }
 
@@ -94,7 +97,11 @@ fn cores() -> usize {
 
 /// One line naming the versions of wrk and of the peers in the plan.
 async fn versions(plan: &Plan) -> String {
-    let mut found = vec![first_line("wrk", &["-v"]).await];
+    let mut found = vec![if plan.scenario == Scenario::H2 {
+        first_line("h2load", &["--version"]).await
+    } else {
+        first_line("wrk", &["-v"]).await
+    }];
     if plan.proxies.contains(&Proxy::Haproxy) {
         found.push(first_line("haproxy", &["-v"]).await);
     }

@@ -28,12 +28,15 @@ pub struct Args {
     /// Throughput rounds; each round measures every proxy once, in rotating order.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
-    /// wrk threads [default: 2 for throughput, 12 for stress].
+    /// wrk or h2load threads [default: 2 for throughput, 12 for stress, 1 for h2].
     #[arg(long)]
     pub threads: Option<u32>,
-    /// wrk connections [default: 64 for throughput, 400 for stress].
+    /// wrk or h2load connections [default: 64 for throughput, 400 for stress, 16 for h2].
     #[arg(long)]
     pub connections: Option<u32>,
+    /// HTTP/2 streams h2load keeps in flight on each connection (h2 only).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams: u32,
     /// Measured duration of each wrk run, e.g. 10s or 1m [default: 10s for throughput, 30s for
     /// stress, 20s for failover].
     #[arg(long, value_parser = parse_secs)]
@@ -63,6 +66,9 @@ pub enum Scenario {
     Failover,
     /// Malformed and ambiguous HTTP/1.1 requests: what each proxy refuses or lets through.
     Battery,
+    /// HTTP/2 from clients (h2load, h2c prior knowledge), HTTP/1.1 to the targets; medians
+    /// over rounds.
+    H2,
 }
 
 impl fmt::Display for Scenario {
@@ -72,6 +78,7 @@ impl fmt::Display for Scenario {
             Self::Stress => "stress",
             Self::Failover => "failover",
             Self::Battery => "battery",
+            Self::H2 => "h2",
         })
     }
 }
@@ -132,6 +139,7 @@ pub struct Plan {
     pub rounds: u32,
     pub threads: u32,
     pub connections: u32,
+    pub streams: u32,
     pub duration_secs: u64,
     pub warmup_secs: u64,
     pub backend_workers: u16,
@@ -141,6 +149,7 @@ impl Plan {
     pub fn new(args: &Args) -> anyhow::Result<Self> {
         let stress = args.scenario == Scenario::Stress;
         let failover = args.scenario == Scenario::Failover;
+        let h2 = args.scenario == Scenario::H2;
         let proxies = args.proxies.clone().unwrap_or_else(|| {
             if stress {
                 vec![Proxy::Weir]
@@ -158,15 +167,28 @@ impl Plan {
             scenario: args.scenario,
             proxies: unique,
             workers: args.workers,
-            rounds: if args.scenario == Scenario::Throughput {
+            rounds: if matches!(args.scenario, Scenario::Throughput | Scenario::H2) {
                 args.rounds
             } else {
                 1
             },
-            threads: args.threads.unwrap_or(if stress { 12 } else { 2 }),
-            connections: args.connections.unwrap_or(if stress { 400 } else { 64 }),
+            threads: args.threads.unwrap_or(if stress {
+                12
+            } else if h2 {
+                1
+            } else {
+                2
+            }),
+            connections: args.connections.unwrap_or(if stress {
+                400
+            } else if h2 {
+                16
+            } else {
+                64
+            }),
+            streams: args.streams,
             duration_secs: args.duration.unwrap_or(match args.scenario {
-                Scenario::Throughput => 10,
+                Scenario::Throughput | Scenario::H2 => 10,
                 Scenario::Stress => 30,
                 Scenario::Failover => 20,
                 // Unused: the battery generates no load.
@@ -179,7 +201,10 @@ impl Plan {
             bail!("--proxies names no proxy");
         }
         if plan.threads == 0 || plan.connections < plan.threads {
-            bail!("wrk needs at least one thread and at least as many connections as threads");
+            bail!(
+                "wrk and h2load need at least one thread and at least as many connections as \
+                 threads"
+            );
         }
         if plan.duration_secs == 0 {
             bail!("--duration must be at least 1s");
@@ -207,12 +232,17 @@ impl Plan {
             );
         }
         let rounds = match self.scenario {
-            Scenario::Throughput => format!(" --rounds {}", self.rounds),
+            Scenario::Throughput | Scenario::H2 => format!(" --rounds {}", self.rounds),
             Scenario::Stress | Scenario::Failover | Scenario::Battery => String::new(),
         };
+        let streams = if scenario == Scenario::H2 {
+            format!(" --streams {}", self.streams)
+        } else {
+            String::new()
+        };
         format!(
-            "bench/run {scenario} --proxies {} --workers {}{rounds} --threads {} --connections {} \
-             --duration {}s --warmup {}s --backend-workers {}",
+            "bench/run {scenario} --proxies {} --workers {}{rounds} --threads {} --connections {}\
+             {streams} --duration {}s --warmup {}s --backend-workers {}",
             proxies.join(","),
             self.workers,
             self.threads,
@@ -294,5 +324,26 @@ mod tests {
             battery.command_line(),
             "bench/run battery --proxies weir,haproxy,nginx --workers 1"
         );
+
+        let h2 = Plan::new(&Args::parse_from(["weir-bench", "h2"])).unwrap();
+        assert_eq!(
+            h2.command_line(),
+            "bench/run h2 --proxies weir,haproxy,nginx --workers 1 --rounds 3 --threads 1 \
+             --connections 16 --streams 100 --duration 10s --warmup 2s --backend-workers 1"
+        );
+        let again: Vec<String> = h2
+            .command_line()
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        let reparsed = Plan::new(&Args::parse_from(
+            std::iter::once("weir-bench".to_owned()).chain(again),
+        ))
+        .unwrap();
+        assert_eq!(reparsed.command_line(), h2.command_line());
+        let no_streams = Args::parse_from(["weir-bench", "h2", "--streams", "5"]);
+        assert_eq!(Plan::new(&no_streams).unwrap().streams, 5);
+        assert!(Args::try_parse_from(["weir-bench", "h2", "--streams", "0"]).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! them in turn, measured with wrk (rounds in rotating order for throughput), and the report.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use weir_testkit::TempDir;
 
@@ -20,26 +20,7 @@ const WEIGHTS: [u32; 3] = [3, 2, 1];
 
 /// Runs the throughput or stress scenario; `Ok(false)` when a stress bar was missed.
 pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bool> {
-    let mut backends = Vec::new();
-    for (i, _) in WEIGHTS.iter().enumerate() {
-        let name = format!("echo-{}", i + 1);
-        let log = tmp.path().join(format!("{name}.log"));
-        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let backend =
-            procs::start_echo(&tools.echo, &name, any_port, plan.backend_workers, &log).await?;
-        backends.push(backend);
-    }
-    let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
-    println!(
-        "backends: {}",
-        targets
-            .iter()
-            .map(|(addr, weight)| format!("{addr} (weight {weight})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let pools = tmp.path().join("pools.yaml");
-    std::fs::write(&pools, pools_yaml(&targets))?;
+    let (mut backends, targets, pools) = start_backends(plan, tools, tmp).await?;
 
     let mut runs = Vec::new();
     for round in 0..plan.rounds {
@@ -70,7 +51,7 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
             true
         }
         Scenario::Stress => print_stress(plan, &runs),
-        Scenario::Failover | Scenario::Battery => {
+        Scenario::Failover | Scenario::Battery | Scenario::H2 => {
             unreachable!("main::run sends the other scenarios elsewhere")
         }
     };
@@ -78,6 +59,35 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
         backend.guard.stop(STOP_GRACE).await;
     }
     Ok(ok)
+}
+
+/// Starts the three backends (weights 3:2:1) and writes the pools file Weir reads them from.
+pub async fn start_backends(
+    plan: &Plan,
+    tools: &Tools,
+    tmp: &TempDir,
+) -> anyhow::Result<(Vec<Backend>, Vec<(SocketAddr, u32)>, PathBuf)> {
+    let mut backends = Vec::new();
+    for (i, _) in WEIGHTS.iter().enumerate() {
+        let name = format!("echo-{}", i + 1);
+        let log = tmp.path().join(format!("{name}.log"));
+        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let backend =
+            procs::start_echo(&tools.echo, &name, any_port, plan.backend_workers, &log).await?;
+        backends.push(backend);
+    }
+    let targets: Vec<(SocketAddr, u32)> = backends.iter().map(|b| b.addr).zip(WEIGHTS).collect();
+    println!(
+        "backends: {}",
+        targets
+            .iter()
+            .map(|(addr, weight)| format!("{addr} (weight {weight})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let pools = tmp.path().join("pools.yaml");
+    std::fs::write(&pools, pools_yaml(&targets))?;
+    Ok((backends, targets, pools))
 }
 
 /// Starts `proxy`, warms it up, measures one wrk run, and stops it.

@@ -66,7 +66,11 @@ impl Tools {
         } else {
             None
         };
-        if plan.scenario != Scenario::Battery && which("wrk").is_none() {
+        if plan.scenario == Scenario::H2 {
+            if which("h2load").is_none() {
+                bail!("h2load is not installed (Debian: nghttp2-client); run scripts/install-deps");
+            }
+        } else if plan.scenario != Scenario::Battery && which("wrk").is_none() {
             bail!("wrk is not installed; run scripts/install-deps");
         }
         Ok(Self {
