@@ -3,8 +3,11 @@
 //! data plane reconnecting with `since` gets only what it missed.
 //!
 //! The reconciler [`stage`](Hub::stage)s what it compiled; [`coalesce`](Hub::coalesce) commits
-//! staged changes at most every [`MAX_DELAY`] (sooner once changes pause for [`QUIET`]), so a
-//! burst of EndpointSlice updates becomes one revision per pool and one push per stream.
+//! a change at once when the hub is idle, and batches the changes that follow it while they
+//! keep arriving (committed once they pause for [`QUIET`], at the latest [`MAX_DELAY`] after
+//! the batch's first), so a lone change reaches the data planes without waiting and a burst
+//! of EndpointSlice updates becomes two commits (the first change, then the rest as one
+//! revision per pool), each one push per stream.
 //! Staging a pool exactly as it is changes nothing and bumps no revision.
 //!
 //! Each pool is serialized once, when it is committed (`Committed`); every stream writes the
@@ -30,9 +33,11 @@ use crate::selector::Selector;
 
 /// Changes remembered for reconnecting data planes; one that missed more gets the full state.
 pub const LOG_CAPACITY: usize = 4096;
-/// Longest a staged change waits before it is committed.
+/// Longest a change that follows another within [`QUIET`] waits, batched, before it is
+/// committed.
 pub const MAX_DELAY: Duration = Duration::from_millis(100);
-/// A pause in staging this long commits what is staged before [`MAX_DELAY`].
+/// A pause in staging this long commits the batch being held; a change after this long with
+/// nothing staged finds the hub idle and is committed at once.
 pub const QUIET: Duration = Duration::from_millis(20);
 /// Bits of a revision left to the counter; the bits above hold the random base.
 const COUNTER_BITS: u32 = 39;
@@ -242,32 +247,44 @@ impl Hub {
         })
     }
 
-    /// Commits staged changes as they come, coalesced: after the first change, waits until
-    /// changes pause for `quiet` or `max_delay` has passed, then commits and calls
-    /// `committed` with the new revisions and when the first of them was staged. Runs for
-    /// ever.
+    /// Commits staged changes as they come: at once while the hub is idle, batched while
+    /// changes keep arriving. A change staged after `quiet` with nothing staged is committed at
+    /// once (the leading edge). Changes that follow it within `quiet` form a batch, committed
+    /// once changes pause for `quiet`, or `max_delay` after the batch's first change if they
+    /// never do, so a steady stream is still committed regularly. Each commit calls
+    /// `committed` with the new revisions and when the first of them was staged. Runs for ever.
     pub async fn coalesce(
         &self,
         quiet: Duration,
         max_delay: Duration,
         mut committed: impl FnMut(RangeInclusive<u64>, Instant),
     ) {
-        loop {
-            self.staged_signal.notified().await;
-            let first = Instant::now();
-            let deadline = first + max_delay;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                let more = tokio::time::timeout(quiet.min(left), self.staged_signal.notified());
-                if more.await.is_err() {
-                    break;
-                }
-            }
+        let mut commit = |first| {
             if let Some(revisions) = self.commit() {
                 committed(revisions, first);
+            }
+        };
+        loop {
+            self.staged_signal.notified().await;
+            commit(Instant::now());
+            // Busy until `quiet` passes without a change: what comes now is batched.
+            while tokio::time::timeout(quiet, self.staged_signal.notified())
+                .await
+                .is_ok()
+            {
+                let first = Instant::now();
+                let deadline = first + max_delay;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let more = tokio::time::timeout(quiet.min(left), self.staged_signal.notified());
+                    if more.await.is_err() {
+                        break;
+                    }
+                }
+                commit(first);
             }
         }
     }

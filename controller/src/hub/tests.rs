@@ -209,42 +209,150 @@ fn a_pool_changed_twice_is_sent_as_it_now_is() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_burst_is_committed_as_one_push_within_the_delay() {
-    let hub = Arc::new(Hub::new(BASE));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let committer = {
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            hub.coalesce(QUIET, MAX_DELAY, |r, first| {
-                let _ = tx.send((r, first, Instant::now()));
-            })
-            .await;
+/// What [`Hub::coalesce`] reported of each commit: `(revisions, first staged, committed at)`.
+type Commits = tokio::sync::mpsc::UnboundedReceiver<(RangeInclusive<u64>, Instant, Instant)>;
+
+/// Commits of a hub running [`Hub::coalesce`] with [`QUIET`] and [`MAX_DELAY`], on tokio's
+/// paused clock.
+fn coalescing(hub: &Arc<Hub>) -> (tokio::task::JoinHandle<()>, Commits) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = hub.clone();
+    let committer = tokio::spawn(async move {
+        hub.coalesce(QUIET, MAX_DELAY, |r, first| {
+            let _ = tx.send((r, first, Instant::now()));
         })
-    };
+        .await;
+    });
+    (committer, rx)
+}
+
+/// Commits received so far as `(revisions, first staged, committed at)`, in ms since `start`.
+fn received(rx: &mut Commits, start: Instant) -> Vec<(usize, u128, u128)> {
+    let ms = |t: Instant| (t - start).as_millis();
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|(revisions, first, at)| (revisions.count(), ms(first), ms(at)))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_to_an_idle_hub_is_committed_at_once() {
+    let hub = Arc::new(Hub::new(BASE));
+    let (committer, mut rx) = coalescing(&hub);
+    let mut revision = hub.subscribe();
+    for (i, name) in ["ns/a", "ns/b", "ns/a"].iter().enumerate() {
+        let staged = Instant::now();
+        hub.stage(name, Some(entry(name, 1, i as u32 + 1, "x")));
+        let (revisions, first, at) = rx.recv().await.unwrap();
+        assert_eq!((first, at), (staged, staged), "change {i}: no wait");
+        assert_eq!(revisions, BASE + i as u64 + 1..=BASE + i as u64 + 1);
+        assert_eq!(*revision.borrow_and_update(), BASE + i as u64 + 1);
+        // Quiet long enough for the hub to be idle again.
+        tokio::time::sleep(QUIET * 2).await;
+    }
+    // Staging what is in force changes nothing: no commit, no new revision.
+    hub.stage("ns/a", Some(entry("ns/a", 1, 3, "x")));
+    tokio::time::sleep(MAX_DELAY * 2).await;
+    assert!(rx.try_recv().is_err(), "nothing to commit");
+    assert!(!revision.has_changed().unwrap());
+    committer.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_is_committed_as_its_first_change_then_one_batch() {
+    let hub = Arc::new(Hub::new(BASE));
+    let (committer, mut rx) = coalescing(&hub);
     let start = Instant::now();
-    // A change every 7 ms from 3 ms to 276 ms: never quiet for 20 ms until the end, so
-    // commits come MAX_DELAY after the first change each time, then after the quiet.
+    // 50 changes 1 ms apart, to 25 pools twice over: well within MAX_DELAY.
+    for i in 0..50u32 {
+        let name = format!("ns/p{}", i % 25);
+        hub.stage(&name, Some(entry(&name, 1, i + 1, "x")));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(MAX_DELAY * 2).await;
+    assert_eq!(
+        received(&mut rx, start),
+        [(1, 0, 0), (25, 1, 69)],
+        "the first at once; the other 49, one revision per pool, 20 ms after the last"
+    );
+    for i in 0..25u32 {
+        let pool = hub.get(&format!("ns/p{i}")).unwrap();
+        assert_eq!(
+            pool.pool.pool.targets[0].weight,
+            i + 26,
+            "p{i} as last staged"
+        );
+    }
+    committer.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_stream_is_still_committed_at_least_every_max_delay() {
+    let hub = Arc::new(Hub::new(BASE));
+    let (committer, mut rx) = coalescing(&hub);
+    let start = Instant::now();
+    // A change every 7 ms from 3 ms to 276 ms: never quiet for 20 ms until the end, so the
+    // first goes out at once, then batches MAX_DELAY after their first change, the last
+    // after 20 ms of quiet.
     tokio::time::sleep(Duration::from_millis(3)).await;
     for i in 0..40 {
         hub.stage("ns/a", Some(entry("ns/a", 1, i + 1, "x")));
         tokio::time::sleep(Duration::from_millis(7)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut commits = Vec::new();
-    while let Ok((revisions, first, at)) = rx.try_recv() {
-        let ms = |t: Instant| (t - start).as_millis();
-        commits.push((revisions.count(), ms(first), ms(at)));
-    }
+    let commits = received(&mut rx, start);
     assert_eq!(
         commits,
-        [(1, 3, 103), (1, 108, 208), (1, 213, 296)],
-        "one revision per commit, at most every 100 ms, the last after 20 ms of quiet"
+        [(1, 3, 3), (1, 10, 110), (1, 115, 215), (1, 220, 296)],
+        "one revision per commit, at most every 100 ms"
     );
-    // A lone change goes out after the quiet period.
+    for (_, first, at) in &commits {
+        assert!(at - first <= MAX_DELAY.as_millis(), "held {first}..{at} ms");
+    }
+    assert_eq!(hub.get("ns/a").unwrap().pool.pool.targets[0].weight, 40);
+    // After the stream, the hub is idle again: a lone change goes out at once.
     let lone = Instant::now();
     hub.stage("ns/b", Some(entry("ns/b", 1, 1, "x")));
     let (_, first, at) = rx.recv().await.unwrap();
-    assert_eq!((first - lone, at - lone), (Duration::ZERO, QUIET));
+    assert_eq!((first - lone, at - lone), (Duration::ZERO, Duration::ZERO));
+    committer.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn whatever_the_timing_the_last_staged_state_reaches_subscribers() {
+    let hub = Arc::new(Hub::new(BASE));
+    let (committer, mut rx) = coalescing(&hub);
+    let mut revision = hub.subscribe();
+    let mut rng = fastrand::Rng::with_seed(14);
+    let mut last = BTreeMap::new();
+    // Changes and removals of 8 pools, 0 to 40 ms apart: idle spells, bursts and streams.
+    for i in 0..400u32 {
+        let name = format!("ns/p{}", rng.u32(0..8));
+        let change = rng.u8(0..10) > 0;
+        let staged = change.then(|| entry(&name, 1, i + 1, "x"));
+        last.insert(name.clone(), staged.clone());
+        hub.stage(&name, staged);
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..=40))).await;
+    }
+    tokio::time::sleep(MAX_DELAY + QUIET).await;
+    assert!(
+        hub.lock().staged.is_empty(),
+        "everything staged is committed"
+    );
+    assert_eq!(*revision.borrow_and_update(), hub.revision());
+    for (name, staged) in &last {
+        assert_eq!(hub.get(name).as_deref(), staged.as_ref(), "{name}");
+    }
+    let commits: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert!(
+        commits.len() > 1 && commits.len() < 400,
+        "{} commits",
+        commits.len()
+    );
+    assert!(
+        commits
+            .windows(2)
+            .all(|w| *w[0].0.end() + 1 == *w[1].0.start()),
+        "every revision was told, in order"
+    );
     committer.abort();
 }
