@@ -13,6 +13,7 @@
 //! starts the proxies under test, [`procs`] every child process.
 
 mod battery;
+mod conns;
 mod failover;
 mod h2;
 mod h2load;
@@ -88,6 +89,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         Scenario::Failover => failover::run(&plan, &tools, &tmp).await,
         Scenario::Battery => battery::run(&plan, &tools, &tmp).await,
         Scenario::H2 => h2::run(&plan, &tools, &tmp).await,
+        Scenario::Conns => conns::run(&plan, &tools, &tmp).await,
     }
 }
 

@@ -69,6 +69,9 @@ pub enum Scenario {
     /// HTTP/2 from clients (h2load, h2c prior knowledge), HTTP/1.1 to the targets; medians
     /// over rounds.
     H2,
+    /// Memory per idle keep-alive connection and per idle WebSocket tunnel (`--connections`
+    /// of each, 3,000 by default).
+    Conns,
 }
 
 impl fmt::Display for Scenario {
@@ -79,6 +82,7 @@ impl fmt::Display for Scenario {
             Self::Failover => "failover",
             Self::Battery => "battery",
             Self::H2 => "h2",
+            Self::Conns => "conns",
         })
     }
 }
@@ -179,12 +183,11 @@ impl Plan {
             } else {
                 2
             }),
-            connections: args.connections.unwrap_or(if stress {
-                400
-            } else if h2 {
-                16
-            } else {
-                64
+            connections: args.connections.unwrap_or(match args.scenario {
+                Scenario::Stress => 400,
+                Scenario::H2 => 16,
+                Scenario::Conns => 3_000,
+                _ => 64,
             }),
             streams: args.streams,
             duration_secs: args.duration.unwrap_or(match args.scenario {
@@ -192,7 +195,7 @@ impl Plan {
                 Scenario::Stress => 30,
                 Scenario::Failover => 20,
                 // Unused: the battery generates no load.
-                Scenario::Battery => 1,
+                Scenario::Battery | Scenario::Conns => 1,
             }),
             warmup_secs: args.warmup,
             backend_workers: args.backend_workers,
@@ -231,9 +234,21 @@ impl Plan {
                 self.workers
             );
         }
+        if scenario == Scenario::Conns {
+            // No wrk: the connection count, workers and backends are what matter.
+            return format!(
+                "bench/run conns --proxies {} --workers {} --connections {} --backend-workers {}",
+                proxies.join(","),
+                self.workers,
+                self.connections,
+                self.backend_workers
+            );
+        }
         let rounds = match self.scenario {
             Scenario::Throughput | Scenario::H2 => format!(" --rounds {}", self.rounds),
-            Scenario::Stress | Scenario::Failover | Scenario::Battery => String::new(),
+            Scenario::Stress | Scenario::Failover | Scenario::Battery | Scenario::Conns => {
+                String::new()
+            }
         };
         let streams = if scenario == Scenario::H2 {
             format!(" --streams {}", self.streams)
@@ -345,5 +360,13 @@ mod tests {
         let no_streams = Args::parse_from(["weir-bench", "h2", "--streams", "5"]);
         assert_eq!(Plan::new(&no_streams).unwrap().streams, 5);
         assert!(Args::try_parse_from(["weir-bench", "h2", "--streams", "0"]).is_err());
+
+        let conns = Plan::new(&Args::parse_from(["weir-bench", "conns"])).unwrap();
+        assert_eq!(conns.connections, 3_000);
+        assert_eq!(
+            conns.command_line(),
+            "bench/run conns --proxies weir,haproxy,nginx --workers 1 --connections 3000 \
+             --backend-workers 1"
+        );
     }
 }

@@ -51,7 +51,7 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
             true
         }
         Scenario::Stress => print_stress(plan, &runs),
-        Scenario::Failover | Scenario::Battery | Scenario::H2 => {
+        Scenario::Failover | Scenario::Battery | Scenario::H2 | Scenario::Conns => {
             unreachable!("main::run sends the other scenarios elsewhere")
         }
     };
