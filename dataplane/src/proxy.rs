@@ -177,3 +177,6 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
             .and_then(|h| h.to_str().ok()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -104,9 +106,13 @@ impl Limit {
 pub struct SendError<B> {
     /// What went wrong.
     pub error: UpstreamError,
-    /// The request, when the target saw nothing of it.
-    pub unsent: Option<Request<B>>,
+    /// The request, when the target saw nothing of it; boxed, since a failure is rare and
+    /// every send's result would otherwise be as large as a request.
+    pub unsent: Option<Box<Request<B>>>,
 }
+
+/// What [`TargetClient::send`] comes back with.
+pub type SendResult<B> = Result<(Response<Incoming>, Option<Checkout<B>>), SendError<B>>;
 
 #[derive(Debug)]
 struct IdleConnection<B> {
@@ -202,14 +208,23 @@ impl<B: SendBody> TargetClient<B> {
 
     /// Sends `req` and returns the response head, with the connection to release when the
     /// body is done (HTTP/1.1 only; HTTP/2 streams share one connection).
-    pub async fn send(
+    ///
+    /// Not an `async fn`: one would hold the request once more, beside the protocol's own
+    /// future that holds it too, in a future every request carries.
+    pub fn send(
         self: &Arc<Self>,
         req: Request<B>,
         limits: ConnectionLimits,
-    ) -> Result<(Response<Incoming>, Option<Checkout<B>>), SendError<B>> {
+    ) -> impl Future<Output = SendResult<B>> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(req, limits).await.map(|(r, c)| (r, Some(c))),
-            UpstreamProtocol::Http2 => self.send_h2(req, limits).await.map(|r| (r, None)),
+            UpstreamProtocol::Http1 => Either::Left(
+                self.send_h1(req, limits)
+                    .map(|sent| sent.map(|(r, c)| (r, Some(c)))),
+            ),
+            UpstreamProtocol::Http2 => Either::Right(
+                self.send_h2(req, limits)
+                    .map(|sent| sent.map(|r| (r, None))),
+            ),
         }
     }
 
@@ -221,12 +236,14 @@ impl<B: SendBody> TargetClient<B> {
         for _ in 0..STALE_RETRIES {
             let mut sender = match self.take_idle() {
                 Some(sender) => sender,
-                None => match self.connect_h1(limits).await {
+                // Boxed: a new connection is rare, and its future (dial, timer, handshake)
+                // would otherwise sit inline in every request's future, copied with it.
+                None => match Box::pin(self.connect_h1(limits)).await {
                     Ok(sender) => sender,
                     Err(error) => {
                         return Err(SendError {
                             error,
-                            unsent: Some(req),
+                            unsent: Some(Box::new(req)),
                         });
                     }
                 },
@@ -259,7 +276,7 @@ impl<B: SendBody> TargetClient<B> {
         }
         Err(SendError {
             error: UpstreamError::Stale,
-            unsent: Some(req),
+            unsent: Some(Box::new(req)),
         })
     }
 
@@ -272,7 +289,8 @@ impl<B: SendBody> TargetClient<B> {
             let mut shared = self.h2.lock().await;
             match shared.as_ref() {
                 Some(s) if !s.is_closed() => Ok(s.clone()),
-                _ => match self.connect_h2(limits).await {
+                // Boxed, as in `send_h1`: rare, and large (the HTTP/2 builder and handshake).
+                _ => match Box::pin(self.connect_h2(limits)).await {
                     Ok(s) => {
                         *shared = Some(s.clone());
                         Ok(s)
@@ -286,20 +304,20 @@ impl<B: SendBody> TargetClient<B> {
             Err(error) => {
                 return Err(SendError {
                     error,
-                    unsent: Some(req),
+                    unsent: Some(Box::new(req)),
                 });
             }
         };
         if let Err(e) = sender.ready().await {
             return Err(SendError {
                 error: UpstreamError::Exchange(e),
-                unsent: Some(req),
+                unsent: Some(Box::new(req)),
             });
         }
         match sender.try_send_request(req).await {
             Ok(response) => Ok(response),
             Err(mut e) => {
-                let unsent = e.take_message();
+                let unsent = e.take_message().map(Box::new);
                 Err(SendError {
                     error: UpstreamError::Exchange(e.into_error()),
                     unsent,

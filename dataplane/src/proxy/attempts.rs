@@ -35,10 +35,6 @@ pub enum Pending {
 
 /// What one try came back with; `R` is the target's response.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "handed once from the try to `settle`, never stored: boxing would cost an allocation"
-)]
 pub enum Sent<R> {
     /// The target answered `status`.
     Answered {
@@ -76,7 +72,8 @@ pub struct Attempts<'p> {
     tried: Tried,
     body: Pending,
     /// A request handed back by a try that never sent it: the next try sends it as it is.
-    unsent: Option<Request<RequestBody>>,
+    /// Boxed: it is rare (a failed connect), and inline it would grow every request's future.
+    unsent: Option<Box<Request<RequestBody>>>,
     /// Whether a try that may have reached its target could be sent again, so each try but
     /// the last keeps a copy of the head.
     replay_after_send: bool,
@@ -139,7 +136,7 @@ impl<'p> Attempts<'p> {
         let target = &self.pool.targets[index];
         let request = match self.unsent.take() {
             Some(request) => {
-                let (head, body) = request.into_parts();
+                let (head, body) = (*request).into_parts();
                 Request::from_parts(head, body.retarget(target.stats.clone()))
             }
             None => {

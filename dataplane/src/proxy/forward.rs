@@ -2,6 +2,7 @@
 //! read or streamed, then tries until one answers or the request fails ([`Attempts`]).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -141,13 +142,11 @@ where
         let target = &pool.targets[offer.index];
         (trail.attempts, trail.target) = (attempts.count(), Some(target.stats.address));
         let in_flight = InFlight::start(target.stats.clone());
-        let sent = match within(
-            per_try,
-            body_ended.as_deref(),
-            target.client.send(request, limits),
-        )
-        .await
-        {
+        // Pinned here and raced by reference: moved into `within`, the send future would be
+        // laid out twice in this one (once as the argument, once in the timer), and this
+        // future is copied whole once per request.
+        let send = std::pin::pin!(target.client.send(request, limits));
+        let sent = match within(per_try, body_ended.as_deref(), send).await {
             Ok(Ok((response, checkout))) => Sent::Answered {
                 status: response.status().as_u16(),
                 response: (response, checkout),
@@ -184,12 +183,11 @@ where
 async fn within<F: Future>(
     limit: std::time::Duration,
     body_ended: Option<&BodyEnded>,
-    send: F,
+    mut send: Pin<&mut F>,
 ) -> Result<F::Output, ()> {
     let Some(ended) = body_ended else {
         return tokio::time::timeout(limit, send).await.map_err(drop);
     };
-    tokio::pin!(send);
     tokio::select! {
         out = &mut send => Ok(out),
         () = async { ended.wait().await; tokio::time::sleep(limit).await } => Err(()),

@@ -62,7 +62,7 @@ fn refused(unsent: Option<Request<RequestBody>>) -> Sent<()> {
     let error = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
     Sent::Failed(SendError {
         error: UpstreamError::Connect(error),
-        unsent,
+        unsent: unsent.map(Box::new),
     })
 }
 
@@ -341,7 +341,7 @@ async fn a_pool_limit_met_on_the_way_to_a_target_fails_the_request_uncounted() {
     let (request, _) = tries.start(0, Instant::now());
     let overflow = Sent::<()>::Failed(SendError {
         error: UpstreamError::Overflow(Limit::MaxPendingRequests),
-        unsent: Some(request),
+        unsent: Some(Box::new(request)),
     });
     let next = tries.settle(0, Instant::now(), overflow);
     assert!(
