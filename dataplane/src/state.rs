@@ -203,6 +203,19 @@ impl State {
     }
 }
 
+/// The first pool of `yaml`, a pools file that must be valid, compiled as the proxy serves it:
+/// for unit tests of what reads a compiled pool.
+#[cfg(test)]
+pub fn compiled_pool(yaml: &str) -> Arc<PoolState> {
+    let file: PoolsFile = serde_yaml::from_str(yaml).expect("a pools file");
+    file.validate().expect("a valid pools file");
+    State::new(ProxySettings::default(), file)
+        .snapshot
+        .load()
+        .pools[0]
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

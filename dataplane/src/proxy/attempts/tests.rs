@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use weir_api::{PoolsFile, UpstreamProtocol};
+use weir_api::UpstreamProtocol;
 
 use super::*;
 use crate::body::ClientBodyError;
 use crate::proxy::head::Peer;
 use crate::settings::ProxySettings;
-use crate::state::State;
+use crate::state::compiled_pool;
 use crate::upstream::Limit;
 
 /// A pool `web` of three targets, with `extra` YAML lines (four-space indented) in its entry.
@@ -21,13 +21,7 @@ fn pool(extra: &[&str]) -> Arc<PoolState> {
         "pools:\n  - name: web\n{extra}    targets:\n      - {{ address: 127.0.0.1:9001 }}\n      \
          - {{ address: 127.0.0.1:9002 }}\n      - {{ address: 127.0.0.1:9003 }}\n"
     );
-    let file: PoolsFile = serde_yaml::from_str(&yaml).unwrap();
-    file.validate().unwrap();
-    State::new(ProxySettings::default(), file)
-        .snapshot
-        .load()
-        .pools[0]
-        .clone()
+    compiled_pool(&yaml)
 }
 
 fn head(method: Method) -> Head {

@@ -2,12 +2,9 @@
 
 use std::sync::Arc;
 
-use weir_api::PoolsFile;
-
 use super::*;
 use crate::affinity::cookie_id;
-use crate::settings::ProxySettings;
-use crate::state::State;
+use crate::state::compiled_pool;
 
 const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
@@ -16,14 +13,9 @@ fn pool(n: u16, extra: &str) -> Arc<PoolState> {
     let targets: String = (1..=n)
         .map(|i| format!("      - {{ address: 127.0.0.1:{} }}\n", 9000 + i))
         .collect();
-    let yaml = format!("pools:\n  - name: web\n{extra}    targets:\n{targets}");
-    let file: PoolsFile = serde_yaml::from_str(&yaml).unwrap();
-    file.validate().unwrap();
-    State::new(ProxySettings::default(), file)
-        .snapshot
-        .load()
-        .pools[0]
-        .clone()
+    compiled_pool(&format!(
+        "pools:\n  - name: web\n{extra}    targets:\n{targets}"
+    ))
 }
 
 fn offered(offers: Offers<'_, '_>) -> Vec<usize> {
