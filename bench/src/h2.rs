@@ -57,10 +57,7 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
     };
     let mut runs = Vec::new();
     for round in 0..plan.rounds {
-        let mut order = plan.proxies.clone();
-        let shift = round as usize % order.len();
-        order.rotate_left(shift);
-        for proxy in order {
+        for proxy in plan.round_order(round) {
             let log = tmp.path().join(format!("{proxy}-h2-{}.log", round + 1));
             let (mut guard, listen) = if proxy == Proxy::Nginx {
                 start_nginx_h2(plan, tmp, &targets, &log, round).await?

@@ -150,6 +150,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The proxies in the order round `round` measures them: rotated by one each round, so
+    /// that slow drifts of the machine spread over every proxy.
+    pub fn round_order(&self, round: u32) -> Vec<Proxy> {
+        let mut order = self.proxies.clone();
+        let shift = round as usize % order.len().max(1);
+        order.rotate_left(shift);
+        order
+    }
+
     pub fn new(args: &Args) -> anyhow::Result<Self> {
         let stress = args.scenario == Scenario::Stress;
         let failover = args.scenario == Scenario::Failover;

@@ -24,11 +24,7 @@ pub async fn run(plan: &Plan, tools: &Tools, tmp: &TempDir) -> anyhow::Result<bo
 
     let mut runs = Vec::new();
     for round in 0..plan.rounds {
-        // Rotating the order spreads slow drifts of the machine over every proxy.
-        let mut order = plan.proxies.clone();
-        let shift = round as usize % order.len();
-        order.rotate_left(shift);
-        for proxy in order {
+        for proxy in plan.round_order(round) {
             let run = measure(
                 plan,
                 tools,
